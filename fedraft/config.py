@@ -1,0 +1,197 @@
+"""Typed configuration: node configs and client profiles (TOML), with errors an operator can act on.
+
+Relative paths inside a file are resolved against the file's own directory, so a federation
+directory written by `fedraft init` can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedraft.domain.genesis import Genesis, GenesisError, parse_genesis
+from fedraft.errors import ConfigError
+
+MAX_CONFIG_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RaftTuning:
+    """Raft timing. Defaults suit a LAN/loopback; tests raise the election timeouts on 2 cores."""
+
+    election_min_ms: int = 1000
+    election_max_ms: int = 2000
+    heartbeat_ms: int = 100
+    tick_ms: int = 20
+    # Journal entries kept before a snapshot is taken and the journal compacted.
+    compaction_min_entries: int = 5000
+    compaction_min_time_s: int = 600
+
+
+@dataclass(frozen=True)
+class PeerAddress:
+    node_id: str
+    address: str  # host:port of the peer's node-to-node listener
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    path: Path
+    node_id: str
+    genesis_path: Path
+    data_dir: Path
+    key_path: Path  # Ed25519 node identity
+    tls_cert: Path  # P-256 certificate for mutual TLS (node-to-node) and server TLS (API)
+    tls_key: Path
+    ca_cert: Path
+    peer_listen: str  # host:port
+    api_listen: str  # host:port
+    peers: tuple[PeerAddress, ...]
+    raft: RaftTuning = field(default_factory=RaftTuning)
+    log_level: str = "info"
+
+    def genesis(self) -> Genesis:
+        return load_genesis(self.genesis_path)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a client needs: where the nodes are, how to trust them, and which key to sign with."""
+
+    path: Path
+    name: str
+    endpoints: tuple[str, ...]
+    ca_cert: Path
+    key_path: Path
+    cluster_id: bytes
+
+
+def _read_toml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} not found", hint="run `fedraft init` or check the path") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what} {path} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        return tomllib.loads(raw.decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
+
+
+def _get(doc: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in doc:
+        raise ConfigError(f"{where}: missing required setting {key!r}")
+    value = doc[key]
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{where}: {key!r} must be a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _address(value: str, where: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}: {value!r} is not a host:port address")
+    return value
+
+
+def _path(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
+def load_node_config(path: Path) -> NodeConfig:
+    path = Path(path)
+    doc = _read_toml(path, "node config")
+    where = str(path)
+    base = path.parent
+    known = {"node_id", "genesis", "data_dir", "key", "tls_cert", "tls_key", "ca_cert", "peer_listen",
+             "api_listen", "peers", "raft", "log_level"}
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
+    peers_doc = _get(doc, "peers", dict, where)
+    peers = tuple(PeerAddress(str(k), _address(_get(peers_doc, k, str, f"{where} [peers]"), f"{where} [peers]"))
+                  for k in sorted(peers_doc))
+    raft_doc = doc.get("raft", {})
+    if not isinstance(raft_doc, dict):
+        raise ConfigError(f"{where}: [raft] must be a table")
+    defaults = RaftTuning()
+    raft_fields = set(RaftTuning.__dataclass_fields__)
+    bad = sorted(set(raft_doc) - raft_fields)
+    if bad:
+        raise ConfigError(f"{where} [raft]: unknown setting(s) {', '.join(bad)}")
+    values = {k: _get(raft_doc, k, int, f"{where} [raft]") if k in raft_doc else getattr(defaults, k)
+              for k in raft_fields}
+    raft = RaftTuning(**values)
+    if not 3 * raft.heartbeat_ms < raft.election_min_ms < raft.election_max_ms:
+        raise ConfigError(f"{where} [raft]: need 3*heartbeat_ms < election_min_ms < election_max_ms")
+    if raft.tick_ms <= 0 or raft.compaction_min_entries < 2 or raft.compaction_min_time_s <= 0:
+        raise ConfigError(f"{where} [raft]: tick_ms, compaction_min_time_s > 0 and compaction_min_entries >= 2")
+    cfg = NodeConfig(
+        path=path,
+        node_id=_get(doc, "node_id", str, where),
+        genesis_path=_path(base, _get(doc, "genesis", str, where)),
+        data_dir=_path(base, _get(doc, "data_dir", str, where)),
+        key_path=_path(base, _get(doc, "key", str, where)),
+        tls_cert=_path(base, _get(doc, "tls_cert", str, where)),
+        tls_key=_path(base, _get(doc, "tls_key", str, where)),
+        ca_cert=_path(base, _get(doc, "ca_cert", str, where)),
+        peer_listen=_address(_get(doc, "peer_listen", str, where), where),
+        api_listen=_address(_get(doc, "api_listen", str, where), where),
+        peers=peers,
+        raft=raft,
+        log_level=str(doc.get("log_level", "info")),
+    )
+    if cfg.node_id in {p.node_id for p in peers}:
+        raise ConfigError(f"{where}: [peers] must not list this node ({cfg.node_id}) itself")
+    return cfg
+
+
+def load_genesis(path: Path) -> Genesis:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"genesis {path}: {exc.strerror}") from None
+    try:
+        return parse_genesis(raw)
+    except GenesisError as exc:
+        raise ConfigError(f"genesis {path}: {exc}") from None
+
+
+def check_node_against_genesis(cfg: NodeConfig, genesis: Genesis) -> None:
+    if genesis.voter(cfg.node_id) is None:
+        raise ConfigError(f"{cfg.path}: node {cfg.node_id} is not a voter in genesis",
+                          hint=f"voters are {', '.join(genesis.node_ids)}")
+    expected = set(genesis.node_ids) - {cfg.node_id}
+    listed = {p.node_id for p in cfg.peers}
+    if listed != expected:
+        raise ConfigError(f"{cfg.path}: [peers] must list exactly the other voters {sorted(expected)}, "
+                          f"got {sorted(listed)}")
+
+
+def load_profile(path: Path) -> Profile:
+    path = Path(path)
+    doc = _read_toml(path, "client profile")
+    where = str(path)
+    endpoints = _get(doc, "endpoints", list, where)
+    if not endpoints or not all(isinstance(e, str) for e in endpoints):
+        raise ConfigError(f"{where}: endpoints must be a non-empty list of host:port strings")
+    try:
+        cluster_id = bytes.fromhex(_get(doc, "cluster_id", str, where))
+    except ValueError:
+        raise ConfigError(f"{where}: cluster_id must be hex") from None
+    if len(cluster_id) != 32:
+        raise ConfigError(f"{where}: cluster_id must be 32 bytes of hex")
+    return Profile(
+        path=path,
+        name=str(doc.get("name", path.stem)),
+        endpoints=tuple(_address(e, where) for e in endpoints),
+        ca_cert=_path(path.parent, _get(doc, "ca_cert", str, where)),
+        key_path=_path(path.parent, _get(doc, "key", str, where)),
+        cluster_id=cluster_id,
+    )
