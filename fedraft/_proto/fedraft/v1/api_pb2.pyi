@@ -142,12 +142,17 @@ Global___GetResponse: _TypeAlias = GetResponse  # noqa: Y015
 class StatusRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    INCLUDE_DIGEST_FIELD_NUMBER: _builtins.int
+    include_digest: _builtins.bool
+    """compute the state digest (a full scan); signed requests only"""
     def __init__(
         self,
+        *,
+        include_digest: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_digest", b"include_digest"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
