@@ -87,7 +87,7 @@ def _get(doc: dict[str, Any], key: str, kind: type, where: str) -> Any:
     if key not in doc:
         raise ConfigError(f"{where}: missing required setting {key!r}")
     value = doc[key]
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise ConfigError(f"{where}: {key!r} must be a {kind.__name__}, got {type(value).__name__}")
     return value
 

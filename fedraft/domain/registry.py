@@ -82,7 +82,9 @@ def _written(view: RegistryView, key: str, value: bytes, rev: Revision) -> Recor
     return Record(key, value, old.version + 1, old.create_revision, rev)
 
 
-def apply(view: RegistryView, command: Put | Delete | CompareAndSet, rev: Revision) -> tuple[Outcome, list[RegistryWrite]]:
+def apply(
+    view: RegistryView, command: Put | Delete | CompareAndSet, rev: Revision
+) -> tuple[Outcome, list[RegistryWrite]]:
     problem = static_problem(command)
     if problem is not None:
         return Outcome(Code.INVALID_ARGUMENT, problem), []

@@ -1,0 +1,164 @@
+"""Apply: turn one committed log entry into state, deterministically, on every node (SPEC §2, §4).
+
+For each fedraft entry the applier checks the leader's signature and authenticity (D10), derives
+the effective time (D6), checks and applies every envelope in order (D9), records each result for
+de-duplication (D3), archives the signed entry and advances the hash chain — all in the state's
+current write transaction, with the applied index. It never raises for anything a peer or client
+sent: a bad entry or envelope becomes a rejection, the same on every node.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError as ProtoDecodeError
+
+from fedraft._proto.fedraft.v1 import entries_pb2 as pb
+from fedraft.consensus.validation import Checked, Refused, check_envelope
+from fedraft.crypto.chain import next_head
+from fedraft.crypto.signing import CTX_ENTRY, SIG_LEN, key_id_of, verify
+from fedraft.domain import registry
+from fedraft.domain.commands import REGISTRY_COMMANDS, Barrier
+from fedraft.domain.outcome import Code
+from fedraft.domain.validity import effective_time
+from fedraft.errors import SignatureError
+from fedraft.storage.state import (
+    M_APPLIED,
+    M_EFFECTIVE,
+    M_HEAD,
+    M_TERM,
+    M_TERM_LEADER,
+    StateStore,
+    StateTxn,
+    record_to_pb,
+)
+
+log = logging.getLogger(__name__)
+
+APPLY_VERSION = 1
+MAX_ENTRY_BYTES = 1 << 20
+DEDUP_PRUNE_PER_ENTRY = 256
+
+
+@dataclass(frozen=True)
+class AppliedEntry:
+    index: int
+    results: list[pb.Result]
+    # (author key id, request id) of each envelope, aligned with results; None where unknown
+    requests: list[tuple[bytes, bytes] | None]
+
+
+def _result(code: Code, message: str, index: int, ordinal: int) -> pb.Result:
+    return pb.Result(code=int(code), message=message, index=index, ordinal=ordinal)
+
+
+class Applier:
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self.genesis = store.genesis
+        self.cluster_id = store.genesis.cluster_id
+        self._voter_by_key = {key_id_of(v.public_key): v for v in self.genesis.voters}
+
+    def apply(self, index: int, slot_term: int, signed_entry: bytes) -> AppliedEntry | None:
+        """Apply the entry at `index`; None if it was applied before (replay after restart)."""
+        st = self.store.writer()
+        if index <= st.applied_index:
+            return None
+        results, requests = self._apply_entry(st, index, slot_term, signed_entry)
+        st.archive_put(index, signed_entry)
+        st.set_meta_bytes(M_HEAD, next_head(st.chain_head, signed_entry))
+        st.set_meta_int(M_APPLIED, index)
+        return AppliedEntry(index, results, requests)
+
+    def _reject_all(self, entry: pb.LogEntry | None, index: int, why: str) -> tuple[list[pb.Result], list[None]]:
+        log.warning("entry %d rejected as a whole: %s", index, why)
+        count = len(entry.envelopes) if entry is not None else 0
+        return ([_result(Code.UNAVAILABLE, f"entry rejected: {why}", index, i) for i in range(count)],
+                [None] * count)
+
+    def _apply_entry(self, st: StateTxn, index: int, slot_term: int,
+                     signed_entry: bytes) -> tuple[list[pb.Result], list[tuple[bytes, bytes] | None]]:
+        signed = pb.Signed()
+        entry = pb.LogEntry()
+        try:
+            if len(signed_entry) > MAX_ENTRY_BYTES:
+                raise ProtoDecodeError("entry too large")
+            signed.ParseFromString(signed_entry)
+            entry.ParseFromString(signed.body)
+        except ProtoDecodeError:
+            return self._reject_all(None, index, "entry does not decode")
+        voter = self._voter_by_key.get(bytes(signed.key_id))
+        if voter is None or len(signed.sig) != SIG_LEN:
+            return self._reject_all(entry, index, "entry not signed by a voter node")
+        try:
+            verify(voter.public_key, CTX_ENTRY, self.cluster_id, bytes(signed.body), bytes(signed.sig))
+        except SignatureError:
+            return self._reject_all(entry, index, "entry signature does not verify")
+        if entry.leader_id != voter.node_id:
+            return self._reject_all(entry, index, "leader_id does not match the signing node")
+        if entry.term != slot_term:
+            return self._reject_all(entry, index, f"entry term {entry.term} != log slot term {slot_term}")
+        # D10: the signer of the first entry of a term is that term's leader.
+        known_term = st.meta_int(M_TERM)
+        if entry.term < known_term:
+            return self._reject_all(entry, index, f"entry term {entry.term} below applied term {known_term}")
+        if entry.term == known_term and st.meta_bytes(M_TERM_LEADER) != voter.node_id.encode():
+            return self._reject_all(entry, index, "a second node signed entries in the same term")
+        if entry.apply_version > APPLY_VERSION:
+            # D16: never diverge; a node too old for an entry stops rather than guess.
+            raise ApplyVersionTooNew(entry.apply_version)
+        if entry.term > known_term:
+            st.set_meta_int(M_TERM, entry.term)
+            st.set_meta_bytes(M_TERM_LEADER, voter.node_id.encode())
+        now = effective_time(entry.leader_time_ms, st.effective_ms)
+        st.set_meta_int(M_EFFECTIVE, now)
+        results: list[pb.Result] = []
+        requests: list[tuple[bytes, bytes] | None] = []
+        for ordinal, signed_env in enumerate(entry.envelopes):
+            verdict = check_envelope(st, signed_env, self.cluster_id, now)
+            requests.append((bytes(signed_env.key_id), bytes(verdict.envelope.request_id))
+                            if verdict.envelope is not None else None)
+            results.append(self._apply_one(st, bytes(signed_env.key_id), verdict, index, ordinal))
+        st.dedup_prune(now, DEDUP_PRUNE_PER_ENTRY)
+        return results, requests
+
+    def _apply_one(self, st: StateTxn, key_id: bytes, verdict: Checked | Refused, index: int,
+                   ordinal: int) -> pb.Result:
+        if isinstance(verdict, Refused):
+            result = _result(verdict.code, verdict.message, index, ordinal)
+            if verdict.remember and verdict.envelope is not None:
+                self._remember(st, key_id, verdict.envelope, verdict.body_hash, result)
+            return result
+        if verdict.first_result is not None:
+            return verdict.first_result
+        command = verdict.command
+        if isinstance(command, Barrier):
+            return _result(Code.OK, "", index, ordinal)
+        if isinstance(command, REGISTRY_COMMANDS):
+            outcome, writes = registry.apply(st, command, registry.Revision(index, ordinal))
+            for w in writes:
+                if isinstance(w, registry.SetRecord):
+                    st.registry_set(w.record)
+                else:
+                    st.registry_remove(w.key)
+            result = _result(outcome.code, outcome.message, index, ordinal)
+            if outcome.record is not None:
+                result.record.CopyFrom(record_to_pb(outcome.record))
+            if outcome.deleted is not None:
+                result.deleted.CopyFrom(record_to_pb(outcome.deleted))
+        else:  # pragma: no cover - validation refuses unknown commands
+            result = _result(Code.INVALID_ARGUMENT, "unknown command", index, ordinal)
+        self._remember(st, key_id, verdict.envelope, verdict.body_hash, result)
+        return result
+
+    @staticmethod
+    def _remember(st: StateTxn, key_id: bytes, env: pb.Envelope, body_hash: bytes, result: pb.Result) -> None:
+        st.dedup_put(key_id, bytes(env.request_id),
+                     pb.DedupRecord(body_sha256=body_hash, expires_at_ms=env.expires_at_ms, result=result))
+
+
+class ApplyVersionTooNew(Exception):
+    def __init__(self, version: int) -> None:
+        super().__init__(f"entry needs apply version {version}, this node has {APPLY_VERSION}: upgrade it")
+        self.version = version
