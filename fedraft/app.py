@@ -1,0 +1,141 @@
+"""The composition root: builds a running node from its config. The only place that wires parts."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from fedraft.config import NodeConfig, check_node_against_genesis
+from fedraft.consensus.engine import EngineTuning, RaftEngine
+from fedraft.consensus.journal import LmdbJournal
+from fedraft.consensus.peer_transport import GrpcTransport, RejoinGuard
+from fedraft.crypto.keyfile import load_private_key
+from fedraft.errors import ConfigError, OperatorError
+from fedraft.service.api import MAX_REQUEST_BYTES, SERVICE, FederationService
+from fedraft.storage.state import StateStore
+from fedraft.transport.links import PeerLinks
+
+log = logging.getLogger(__name__)
+
+BOOTSTRAP_MARKER = "BOOTSTRAP"
+REJOIN_FLOOR_META = "rejoin_floor"
+REJOIN_ACTIVE_META = "rejoin_active"
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: {exc.strerror}") from None
+
+
+def check_data_dir(data_dir: Path, rejoin: bool) -> bool:
+    """SPEC D5: an empty data directory starts only with --rejoin, unless init just made it.
+
+    Returns True when this start is a rejoin (the node must not vote until it heard a leader).
+    """
+    has_state = (data_dir / "journal").exists() or (data_dir / "state").exists()
+    if has_state:
+        return False
+    if (data_dir / BOOTSTRAP_MARKER).exists():
+        return False
+    if not rejoin:
+        raise OperatorError(
+            f"data directory {data_dir} is empty and was not created by `fedraft init`",
+            hint="if this node was a member before (its disk was lost or replaced), start it with --rejoin "
+                 "so it cannot vote twice in a term; it then catches up from the leader")
+    return True
+
+
+class FedraftNode:
+    def __init__(self, cfg: NodeConfig, *, rejoin: bool = False) -> None:
+        self.cfg = cfg
+        self.genesis = cfg.genesis()
+        check_node_against_genesis(cfg, self.genesis)
+        self.rejoining = check_data_dir(cfg.data_dir, rejoin)
+        self.identity = load_private_key(cfg.key_path)
+        voter = self.genesis.voter(cfg.node_id)
+        assert voter is not None
+        if self.identity.public_key != voter.public_key:
+            raise ConfigError(f"{cfg.key_path} is not the key genesis pins for node {cfg.node_id}")
+        self.cert_pem = _read(cfg.tls_cert, "TLS certificate")
+        self.key_pem = _read(cfg.tls_key, "TLS key")
+        self.ca_pem = _read(cfg.ca_cert, "CA certificate")
+        self.stopped = threading.Event()
+        self.store: StateStore | None = None
+        self.engine: RaftEngine | None = None
+        self.server: grpc.Server | None = None
+        self.health = health.HealthServicer()
+
+    def start(self) -> None:
+        cfg = self.cfg
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = StateStore(cfg.data_dir / "state", self.genesis)
+        links = PeerLinks(
+            node_id=cfg.node_id, identity=self.identity, cluster_id=self.genesis.cluster_id,
+            voters=self.genesis.voters, peers={p.node_id: p.address for p in cfg.peers},
+            listen=cfg.peer_listen, cert_pem=self.cert_pem, key_pem=self.key_pem, ca_pem=self.ca_pem)
+        rejoining = self.rejoining
+
+        def transport_factory(sync_obj: object, self_node: object, other_nodes: object, *, journal: LmdbJournal,
+                              **kw: object) -> object:
+            floor = journal.get_meta(REJOIN_FLOOR_META)
+            active = rejoining or journal.get_meta(REJOIN_ACTIVE_META) == b"1"
+            if rejoining:
+                journal.set_meta(REJOIN_ACTIVE_META, b"1")
+            guard = RejoinGuard(
+                active=active,
+                load_floor=lambda: int.from_bytes(floor, "big") if floor else None,
+                store_floor=lambda t: journal.set_meta(REJOIN_FLOOR_META, t.to_bytes(8, "big")))
+            return GrpcTransport(sync_obj, self_node, other_nodes, links=links, rejoin=guard, **kw)
+
+        raft = cfg.raft
+        tuning = EngineTuning(
+            election_min_s=raft.election_min_ms / 1000, election_max_s=raft.election_max_ms / 1000,
+            heartbeat_s=raft.heartbeat_ms / 1000, tick_s=raft.tick_ms / 1000,
+            compaction_min_entries=raft.compaction_min_entries, compaction_min_time_s=raft.compaction_min_time_s)
+        self.engine = RaftEngine(
+            node_id=cfg.node_id, peer_ids=[p.node_id for p in cfg.peers], identity=self.identity,
+            store=self.store, data_dir=cfg.data_dir, transport_factory=transport_factory, tuning=tuning)
+        marker = cfg.data_dir / BOOTSTRAP_MARKER
+        if marker.exists():
+            marker.unlink()
+        self._start_api()
+        log.info("node %s up: api %s, peers %s, cluster %s", cfg.node_id, cfg.api_listen, cfg.peer_listen,
+                 self.genesis.cluster_id.hex()[:16])
+
+    def _start_api(self) -> None:
+        assert self.engine is not None
+        server = grpc.server(ThreadPoolExecutor(max_workers=64, thread_name_prefix="fedraft-api"), options=[
+            ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+            ("grpc.max_send_message_length", 16 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+        ])
+        server.add_generic_rpc_handlers((FederationService(self.engine, self.cfg.node_id).handler(),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        creds = grpc.ssl_server_credentials([(self.key_pem, self.cert_pem)])
+        try:
+            server.add_secure_port(self.cfg.api_listen, creds)
+        except RuntimeError as exc:
+            raise OperatorError(f"cannot listen on {self.cfg.api_listen}: {exc}",
+                                hint="is another node or program using that port?") from None
+        server.start()
+        self.server = server
+        for name in ("", SERVICE):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, grace: float = 2.0) -> None:
+        for name in ("", SERVICE):
+            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.server is not None:
+            self.server.stop(grace).wait(grace + 1)
+        if self.engine is not None:
+            self.engine.stop()
+        if self.store is not None:
+            self.store.close()
+        self.stopped.set()

@@ -1,0 +1,209 @@
+"""The Python client: signs envelopes and requests, finds the leader, retries safely.
+
+A write is a signed envelope with a fixed request id. When the outcome of an attempt is unknown (a
+deadline, a dropped connection, a leader change) the client sends the *same* signed envelope again,
+to the leader if it knows it: the federation applies a request id at most once and returns the
+first result to every repeat (SPEC D3).
+
+    from fedraft.client import Client
+    with Client.from_profile("fed/admins/hq.profile.toml") as c:
+        c.put("/routes/api", b"10.0.0.7:8080")
+        print(c.get("/routes/api").record.value)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+
+from fedraft._proto.fedraft.v1 import api_pb2 as api
+from fedraft._proto.fedraft.v1 import entries_pb2 as pb
+from fedraft.config import Profile, load_profile
+from fedraft.crypto.envelopes import build_envelope
+from fedraft.crypto.keyfile import load_private_key
+from fedraft.crypto.signing import Identity, Signer
+from fedraft.domain import commands as c
+from fedraft.domain.outcome import Code
+from fedraft.errors import CallerError, ConfigError, FedraftError, Unavailable
+from fedraft.service.auth import AUTH_HEADER, sign_request
+
+SERVICE = "/fedraft.v1.Federation/"
+LEADER_HEADER = "fedraft-leader"
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN,
+             grpc.StatusCode.CANCELLED}
+
+
+class RequestFailed(FedraftError):
+    """The federation answered with a definite refusal (not retryable as is)."""
+
+    def __init__(self, code: grpc.StatusCode | Code, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ResultError(CallerError):
+    """An envelope was applied (or refused) with a non-OK result."""
+
+    def __init__(self, result: pb.Result) -> None:
+        name = Code(result.code).name if result.code in Code._value2member_map_ else str(result.code)
+        super().__init__(f"{name}: {result.message}")
+        self.result = result
+        self.code = Code(result.code) if result.code in Code._value2member_map_ else None
+
+
+class Client:
+    def __init__(self, endpoints: Sequence[str], identity: Identity, ca_pem: bytes, cluster_id: bytes,
+                 *, timeout: float = 10.0, attempt_timeout: float = 5.0) -> None:
+        if not endpoints:
+            raise ConfigError("a client needs at least one endpoint")
+        self.endpoints = list(endpoints)
+        self.signer = Signer(identity)
+        self.cluster_id = cluster_id
+        self.timeout = timeout
+        self.attempt_timeout = attempt_timeout
+        self._creds = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+        self._channels: dict[str, grpc.Channel] = {}
+        self._node_endpoint: dict[str, str] = {}
+        self._preferred = 0
+
+    @classmethod
+    def from_profile(cls, profile: Profile | str | Path, **kwargs: float) -> Client:
+        if not isinstance(profile, Profile):
+            profile = load_profile(Path(profile))
+        try:
+            ca = profile.ca_cert.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"CA certificate {profile.ca_cert}: {exc.strerror}") from None
+        return cls(profile.endpoints, load_private_key(profile.key_path), ca, profile.cluster_id, **kwargs)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+
+    # ----- low level -----
+    def _channel(self, endpoint: str) -> grpc.Channel:
+        if endpoint not in self._channels:
+            self._channels[endpoint] = grpc.secure_channel(endpoint, self._creds, options=[
+                ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+                ("grpc.max_send_message_length", 16 * 1024 * 1024),
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1000),
+            ])
+        return self._channels[endpoint]
+
+    def call(self, endpoint: str, method: str, request: bytes, *, signed: bool = True,
+             timeout: float | None = None) -> bytes:
+        metadata = [(AUTH_HEADER, sign_request(self.signer, self.cluster_id, method, request))] if signed else []
+        stub = self._channel(endpoint).unary_unary(SERVICE + method)
+        response: bytes = stub(request, timeout=timeout or self.attempt_timeout, metadata=metadata)
+        return response
+
+    def _leader_endpoint(self, error: grpc.RpcError) -> str | None:
+        trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+        hint = next((v for k, v in (trailing or ()) if k == LEADER_HEADER), "")
+        if not hint:
+            return None
+        if hint not in self._node_endpoint:
+            self._learn_nodes()
+        return self._node_endpoint.get(str(hint))
+
+    def _learn_nodes(self) -> None:
+        for endpoint in self.endpoints:
+            try:
+                raw = self.call(endpoint, "Status", api.StatusRequest().SerializeToString(), signed=False,
+                                timeout=1.0)
+            except grpc.RpcError:
+                continue
+            status = api.StatusResponse()
+            status.ParseFromString(raw)
+            self._node_endpoint[status.node_id] = endpoint
+
+    def _with_leader(self, method: str, request: bytes) -> bytes:
+        """Send to the leader, following hints; retry on unknown outcome until the overall timeout."""
+        deadline = time.monotonic() + self.timeout
+        endpoint = self.endpoints[self._preferred % len(self.endpoints)]
+        last_error = "no endpoint answered"
+        delay = 0.05
+        while time.monotonic() < deadline:
+            try:
+                response = self.call(endpoint, method, request,
+                                     timeout=min(self.attempt_timeout, max(0.1, deadline - time.monotonic())))
+                self._preferred = self.endpoints.index(endpoint)
+                return response
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+                details = exc.details() if hasattr(exc, "details") else str(exc)
+                if code not in RETRYABLE:
+                    raise RequestFailed(code, f"{code.name}: {details}") from None
+                last_error = f"{endpoint}: {code.name}: {details}"
+                hinted = self._leader_endpoint(exc) if code == grpc.StatusCode.UNAVAILABLE else None
+                if hinted is not None and hinted != endpoint:
+                    endpoint = hinted
+                    continue
+                endpoint = self.endpoints[(self.endpoints.index(endpoint) + 1) % len(self.endpoints)]
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, 0.5)
+        raise Unavailable(f"no leader answered within {self.timeout:.0f} s (last: {last_error})",
+                          hint="check `fedraft status`; a majority of nodes must be up")
+
+    # ----- commands -----
+    def envelope(self, command: c.Command, request_id: bytes | None = None) -> pb.Signed:
+        return build_envelope(self.signer, self.cluster_id, command, now_ms=int(time.time() * 1000),
+                              request_id=request_id)
+
+    def propose_signed(self, envelopes: list[pb.Signed]) -> list[pb.Result]:
+        request = api.ProposeRequest(envelopes=envelopes, wait=True).SerializeToString()
+        response = api.ProposeResponse()
+        response.ParseFromString(self._with_leader("Propose", request))
+        return list(response.results)
+
+    def propose(self, commands: list[c.Command]) -> list[pb.Result]:
+        return self.propose_signed([self.envelope(cmd) for cmd in commands])
+
+    def _one(self, command: c.Command, check: bool) -> pb.Result:
+        result = self.propose([command])[0]
+        if check and result.code != Code.OK:
+            raise ResultError(result)
+        return result
+
+    def put(self, key: str, value: bytes, *, check: bool = True) -> pb.Result:
+        return self._one(c.Put(key, value), check)
+
+    def compare_and_set(self, key: str, value: bytes, expected_version: int, *, check: bool = True) -> pb.Result:
+        return self._one(c.CompareAndSet(key, value, expected_version), check)
+
+    def delete(self, key: str, expected_version: int | None = None, *, check: bool = True) -> pb.Result:
+        return self._one(c.Delete(key, expected_version), check)
+
+    def get(self, key: str, *, stale: bool = False, endpoint: str | None = None) -> api.GetResponse:
+        request = api.GetRequest(key=key, consistency=api.STALE if stale else api.LINEARIZABLE).SerializeToString()
+        response = api.GetResponse()
+        if stale and endpoint is None:
+            endpoint = self.endpoints[self._preferred % len(self.endpoints)]
+        if endpoint is not None:
+            try:
+                response.ParseFromString(self.call(endpoint, "Get", request))
+            except grpc.RpcError as exc:
+                raise RequestFailed(exc.code(), f"{exc.code().name}: {exc.details()}") from None
+        else:
+            response.ParseFromString(self._with_leader("Get", request))
+        return response
+
+    def status(self, endpoint: str, *, include_digest: bool = False, signed: bool = True,
+               timeout: float = 2.0) -> api.StatusResponse:
+        raw = self.call(endpoint, "Status", api.StatusRequest(include_digest=include_digest).SerializeToString(),
+                        signed=signed, timeout=timeout)
+        response = api.StatusResponse()
+        response.ParseFromString(raw)
+        return response

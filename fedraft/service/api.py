@@ -1,0 +1,185 @@
+"""The public gRPC service fedraft.v1.Federation: thin handlers (authenticate, decode, call, encode).
+
+Handlers take raw request bytes so the request signature (SPEC D2) is checked over exactly the bytes
+that arrived, before anything is decoded. Node-level refusals are gRPC status codes (UNAVAILABLE
+with the leader in trailing metadata `fedraft-leader`, UNAUTHENTICATED, INVALID_ARGUMENT,
+RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED); per-envelope outcomes are Results in the response.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf.message import DecodeError as ProtoDecodeError
+
+from fedraft import __version__
+from fedraft._proto.fedraft.v1 import api_pb2 as api
+from fedraft._proto.fedraft.v1 import entries_pb2 as pb
+from fedraft.consensus.engine import NotCommitted, NotLeader, RaftEngine
+from fedraft.consensus.validation import Checked, Refused, check_envelope
+from fedraft.domain import registry
+from fedraft.service.auth import AUTH_HEADER, AuthError, RequestVerifier
+from fedraft.storage.state import record_to_pb
+
+log = logging.getLogger(__name__)
+
+SERVICE = "fedraft.v1.Federation"
+LEADER_HEADER = "fedraft-leader"
+MAX_ENVELOPES_PER_REQUEST = 1000
+DEFAULT_WAIT_S = 10.0
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, leader: str = "") -> NoReturn:
+    if leader:
+        context.set_trailing_metadata(((LEADER_HEADER, leader),))
+    context.abort(code, message)
+    raise AssertionError("unreachable")  # context.abort raises
+
+
+def _deadline(context: grpc.ServicerContext) -> float:
+    remaining = context.time_remaining()
+    return min(DEFAULT_WAIT_S, remaining) if remaining is not None else DEFAULT_WAIT_S
+
+
+class FederationService:
+    def __init__(self, engine: RaftEngine, node_id: str) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.node_id = node_id
+        self.verifier = RequestVerifier(engine.store, engine.cluster_id)
+
+    # ----- plumbing -----
+    def _authenticate(self, method: str, raw: bytes, context: grpc.ServicerContext) -> None:
+        header = next((v for k, v in context.invocation_metadata() if k == AUTH_HEADER), None)
+        try:
+            self.verifier.verify(method, raw, header if isinstance(header, bytes) else None)
+        except AuthError as exc:
+            _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(exc))
+
+    def _require_leader(self, context: grpc.ServicerContext) -> None:
+        if self.engine.halted:
+            _abort(context, grpc.StatusCode.UNAVAILABLE, f"node halted: {self.engine.halted}")
+        if self.engine.in_lockdown():
+            _abort(context, grpc.StatusCode.UNAVAILABLE,
+                   "lockdown: this node is cut off from the quorum; only STALE reads are served")
+        if not self.engine.is_leader:
+            leader = self.engine.leader_id
+            _abort(context, grpc.StatusCode.UNAVAILABLE,
+                   f"not the leader; leader is {leader or 'unknown (election in progress)'}", leader)
+
+    @staticmethod
+    def _parse(message: Any, raw: bytes, context: grpc.ServicerContext) -> Any:
+        try:
+            message.ParseFromString(raw)
+        except ProtoDecodeError:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "request does not decode")
+        return message
+
+    # ----- Propose -----
+    def propose(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        self._authenticate("Propose", raw, context)
+        request = self._parse(api.ProposeRequest(), raw, context)
+        if not request.envelopes:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "no envelopes")
+        if len(request.envelopes) > MAX_ENVELOPES_PER_REQUEST:
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                   f"at most {MAX_ENVELOPES_PER_REQUEST} envelopes per request")
+        self._require_leader(context)
+        now = int(time.time() * 1000)
+        results: list[pb.Result | None] = []
+        waiting = []
+        with self.store.read() as st:
+            verdicts = [check_envelope(st, signed, self.engine.cluster_id, now) for signed in request.envelopes]
+        for i, (signed, verdict) in enumerate(zip(request.envelopes, verdicts, strict=True)):
+            if isinstance(verdict, Refused):
+                results.append(pb.Result(code=int(verdict.code), message=verdict.message, ordinal=i))
+            elif verdict.first_result is not None:
+                results.append(verdict.first_result)
+            else:
+                assert isinstance(verdict, Checked)
+                future = self.engine.propose(signed, (bytes(signed.key_id), bytes(verdict.envelope.request_id)))
+                results.append(None)
+                waiting.append((i, future))
+        deadline = time.monotonic() + _deadline(context)
+        for i, future in waiting:
+            try:
+                results[i] = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED,
+                       "not applied before the deadline; outcome unknown: retry with the same request id")
+            except NotLeader as exc:
+                _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc), exc.leader_hint)
+            except NotCommitted as exc:
+                _abort(context, grpc.StatusCode.UNAVAILABLE,
+                       f"not committed ({exc}); outcome unknown: retry with the same request id",
+                       self.engine.leader_id)
+        return api.ProposeResponse(results=results).SerializeToString()
+
+    # ----- Get -----
+    def get(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        self._authenticate("Get", raw, context)
+        request = self._parse(api.GetRequest(), raw, context)
+        problem = registry.key_problem(request.key)
+        if problem is not None:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem)
+        if request.consistency == api.LINEARIZABLE:
+            self._require_leader(context)
+            barrier = self.engine.read_barrier()
+            try:
+                barrier.result(timeout=_deadline(context))
+            except FutureTimeout:
+                _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "read barrier did not commit in time")
+            except NotCommitted as exc:
+                _abort(context, grpc.StatusCode.UNAVAILABLE, f"read barrier failed: {exc}", self.engine.leader_id)
+        with self.store.read() as st:
+            record = st.registry_get(request.key)
+            applied = st.applied_index
+        response = api.GetResponse(found=record is not None, applied_index=applied, served_by=self.node_id,
+                                   applied_age_ms=int((time.monotonic() - self.engine.last_apply_monotonic) * 1000))
+        if record is not None:
+            response.record.CopyFrom(record_to_pb(record))
+        return response.SerializeToString()
+
+    # ----- Status -----
+    def status(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        request = self._parse(api.StatusRequest(), raw, context)
+        header = next((v for k, v in context.invocation_metadata() if k == AUTH_HEADER), None)
+        signed = header is not None
+        if signed or request.include_digest:
+            self._authenticate("Status", raw, context)
+        e = self.engine
+        response = api.StatusResponse(
+            node_id=self.node_id, role="leader" if e.is_leader else "follower", leader_id=e.leader_id,
+            term=e.term, commit_index=e.commit_index, has_quorum=e.has_quorum, lockdown=e.in_lockdown(),
+            cluster_id=e.cluster_id, version=__version__)
+        with self.store.read() as st:
+            response.applied_index = st.applied_index
+            response.effective_time_ms = st.effective_ms
+            if signed:
+                response.chain_head = st.chain_head
+                if request.include_digest:
+                    response.state_digest = st.digest()
+        if signed:
+            used, size = self.store.usage()
+            response.db_used_bytes, response.db_map_bytes = used, size
+            response.journal_entries = len(e.journal)
+            response.snapshot_index = e.snapshots.snapshot_index
+            now = time.monotonic()
+            for peer in e.peer_ids:
+                last = e.transport.last_contact(peer)
+                response.peers.add(node_id=peer, connected=last is not None and now - last < e.tuning.election_max_s,
+                                   last_contact_ms=int((now - last) * 1000) if last is not None else 0)
+        return response.SerializeToString()
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        def unary(fn: Any) -> grpc.RpcMethodHandler:
+            # No deserializer: handlers get the raw bytes that were signed.
+            return grpc.unary_unary_rpc_method_handler(fn)
+
+        return grpc.method_handlers_generic_handler(SERVICE, {
+            "Propose": unary(self.propose), "Get": unary(self.get), "Status": unary(self.status)})
