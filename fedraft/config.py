@@ -70,7 +70,8 @@ class Profile:
 
 def _read_toml(path: Path, what: str) -> dict[str, Any]:
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)  # bounded: never slurp a huge or endless file
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} not found", hint="run `fedraft init` or check the path") from None
     except OSError as exc:
@@ -81,6 +82,8 @@ def _read_toml(path: Path, what: str) -> dict[str, Any]:
         return tomllib.loads(raw.decode())
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {path} is not valid TOML: nested too deeply") from None
 
 
 def _get(doc: dict[str, Any], key: str, kind: type, where: str) -> Any:
@@ -94,7 +97,7 @@ def _get(doc: dict[str, Any], key: str, kind: type, where: str) -> Any:
 
 def _address(value: str, where: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ConfigError(f"{where}: {value!r} is not a host:port address")
     return value
 
@@ -128,8 +131,8 @@ def load_node_config(path: Path) -> NodeConfig:
     values = {k: _get(raft_doc, k, int, f"{where} [raft]") if k in raft_doc else getattr(defaults, k)
               for k in raft_fields}
     raft = RaftTuning(**values)
-    if not 3 * raft.heartbeat_ms < raft.election_min_ms < raft.election_max_ms:
-        raise ConfigError(f"{where} [raft]: need 3*heartbeat_ms < election_min_ms < election_max_ms")
+    if not 0 < 3 * raft.heartbeat_ms < raft.election_min_ms < raft.election_max_ms:
+        raise ConfigError(f"{where} [raft]: need 0 < 3*heartbeat_ms < election_min_ms < election_max_ms")
     if raft.tick_ms <= 0 or raft.compaction_min_entries < 2 or raft.compaction_min_time_s <= 0:
         raise ConfigError(f"{where} [raft]: tick_ms, compaction_min_time_s > 0 and compaction_min_entries >= 2")
     cfg = NodeConfig(
@@ -145,7 +148,7 @@ def load_node_config(path: Path) -> NodeConfig:
         api_listen=_address(_get(doc, "api_listen", str, where), where),
         peers=peers,
         raft=raft,
-        log_level=str(doc.get("log_level", "info")),
+        log_level=_get(doc, "log_level", str, where) if "log_level" in doc else "info",
     )
     if cfg.node_id in {p.node_id for p in peers}:
         raise ConfigError(f"{where}: [peers] must not list this node ({cfg.node_id}) itself")
@@ -178,6 +181,9 @@ def load_profile(path: Path) -> Profile:
     path = Path(path)
     doc = _read_toml(path, "client profile")
     where = str(path)
+    unknown = sorted(set(doc) - {"name", "endpoints", "ca_cert", "key", "cluster_id"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
     endpoints = _get(doc, "endpoints", list, where)
     if not endpoints or not all(isinstance(e, str) for e in endpoints):
         raise ConfigError(f"{where}: endpoints must be a non-empty list of host:port strings")
@@ -189,7 +195,7 @@ def load_profile(path: Path) -> Profile:
         raise ConfigError(f"{where}: cluster_id must be 32 bytes of hex")
     return Profile(
         path=path,
-        name=str(doc.get("name", path.stem)),
+        name=_get(doc, "name", str, where) if "name" in doc else path.stem,
         endpoints=tuple(_address(e, where) for e in endpoints),
         ca_cert=_path(path.parent, _get(doc, "ca_cert", str, where)),
         key_path=_path(path.parent, _get(doc, "key", str, where)),

@@ -68,8 +68,9 @@ def _text(doc: dict[str, Any], field: str, where: str) -> str:
     value = doc.get(field)
     if not isinstance(value, str) or not value or len(value) > 64:
         raise GenesisError(f"{where}: {field} must be a non-empty string of at most 64 characters")
-    if not all(c.isalnum() or c in "-_." for c in value):
-        raise GenesisError(f"{where}: {field} may use letters, digits, '-', '_' and '.' only")
+    # ASCII only: node ids become DNS names in TLS certificates, which take no unicode.
+    if not all((c.isascii() and c.isalnum()) or c in "-_." for c in value):
+        raise GenesisError(f"{where}: {field} may use ASCII letters, digits, '-', '_' and '.' only")
     return value
 
 
@@ -85,6 +86,8 @@ def parse_genesis(raw: bytes) -> Genesis:
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise GenesisError(f"genesis is not JSON: {exc}") from None
+    except RecursionError:
+        raise GenesisError("genesis is not JSON: nested too deeply") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise GenesisError(f"genesis must be a JSON object with format {FORMAT!r}")
     voters_doc = doc.get("voters")
@@ -122,11 +125,14 @@ def parse_genesis(raw: bytes) -> Genesis:
     bg = doc.get("break_glass")
     if not isinstance(bg, dict):
         raise GenesisError("genesis must name the break-glass public key")
+    break_glass_key = _hex(bg, "public_key", 32, "break_glass")
+    if break_glass_key in keys:
+        raise GenesisError("the break-glass key must differ from every voter and admin key")
     return Genesis(
         federation=_text(doc, "federation", "genesis"),
         voters=tuple(voters),
         admins=tuple(admins),
-        break_glass_public_key=_hex(bg, "public_key", 32, "break_glass"),
+        break_glass_public_key=break_glass_key,
         cluster_id=hashlib.sha256(raw).digest(),
         raw=raw,
     )
