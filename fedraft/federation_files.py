@@ -156,8 +156,12 @@ def _names(nodes: int | None, names: list[str] | None) -> tuple[str, ...]:
     return tuple(names)
 
 
+# Genesis allows 64 characters, but the CA's common name "fedraft CA <federation>" may have at most 64.
+_FEDERATION_NAME_MAX = 48
+
+
 def _federation_name(directory: Path) -> str:
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", directory.name).strip("-_.")[:64].strip("-_.")
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", directory.name).strip("-_.")[:_FEDERATION_NAME_MAX].strip("-_.")
     return name or "fedraft"
 
 
