@@ -353,16 +353,22 @@ def create_federation(directory: Path, *, nodes: int | None = None, base_port: i
         raise ConfigError(f"cannot build a valid genesis: {exc}") from None
     cluster_id = hashlib.sha256(genesis_bytes).digest()
 
+    created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".fedraft-init-", dir=directory))
     try:
         layout = _layout(staging, federation, cluster_id, node_ids, bare_host, base_port)
         _write_all(layout, genesis_bytes, ca, break_glass, node_keys, admin_keys, tls, raft_overrides)
-        for n in layout.nodes:
-            cfg = load_node_config(n.config)
-            check_node_against_genesis(cfg, genesis)
-        for a in layout.admins:
-            load_profile(a.profile)
+        try:
+            for n in layout.nodes:
+                check_node_against_genesis(load_node_config(n.config), genesis)
+            for a in layout.admins:
+                load_profile(a.profile)
+        except ConfigError as exc:  # e.g. inconsistent raft timing: name the file as it would have been
+            shutil.rmtree(staging, ignore_errors=True)
+            if created:
+                directory.rmdir()
+            raise ConfigError(exc.message.replace(str(staging), str(directory)), hint=exc.hint) from None
         if force:
             _remove_previous(directory, node_ids)
         for entry in sorted(staging.iterdir()):
