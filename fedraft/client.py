@@ -25,11 +25,11 @@ from fedraft._proto.fedraft.v1 import entries_pb2 as pb
 from fedraft.config import Profile, load_profile
 from fedraft.crypto.envelopes import build_envelope
 from fedraft.crypto.keyfile import load_private_key
+from fedraft.crypto.request_auth import AUTH_HEADER, sign_request
 from fedraft.crypto.signing import Identity, Signer
 from fedraft.domain import commands as c
 from fedraft.domain.outcome import Code
 from fedraft.errors import CallerError, ConfigError, FedraftError, Unavailable
-from fedraft.service.auth import AUTH_HEADER, sign_request
 
 SERVICE = "/fedraft.v1.Federation/"
 LEADER_HEADER = "fedraft-leader"

@@ -433,8 +433,11 @@ class SnapshotSerializer:
             log.warning("snapshot at index %s not started: %s", id + 1, exc)
             job.done = True
             return
-        if read.index != last[1]:
-            log.warning("snapshot not taken: the state is at index %d, the last applied entry is %d",
+        # The state counts fedraft entries only; pysyncobj's own no-op entries never reach it. Every
+        # entry up to `last` is applied (apply runs on this thread and the read view follows a
+        # commit), so a state at or below `last` holds exactly what `last` implies.
+        if read.index > last[1]:
+            log.warning("snapshot not taken: the state is at index %d, past the last applied entry %d",
                         read.index, last[1])
             job.done = True
             try:

@@ -9,7 +9,6 @@ nonce was not seen in that window. It runs before the request body is decoded.
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -19,28 +18,17 @@ from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
 from fedraft.crypto.envelopes import check_signed_shape
-from fedraft.crypto.signing import CTX_REQUEST, Signer, verify
+from fedraft.crypto.request_auth import AUTH_HEADER, NONCE_LEN, WINDOW_MS
+from fedraft.crypto.signing import CTX_REQUEST, verify
 from fedraft.errors import CallerError, DecodeError, SignatureError
 from fedraft.storage.state import StateStore
 
-AUTH_HEADER = "fedraft-auth-bin"
-WINDOW_MS = 30_000
-NONCE_LEN = 16
 MAX_AUTH_BYTES = 1024
 NONCE_CACHE_MAX = 200_000
 
 
 class AuthError(CallerError):
     pass
-
-
-def sign_request(signer: Signer, cluster_id: bytes, method: str, body: bytes, now_ms: int | None = None) -> bytes:
-    auth = pb.RequestAuth(method=method, body_sha256=hashlib.sha256(body).digest(),
-                          timestamp_ms=now_ms if now_ms is not None else int(time.time() * 1000),
-                          nonce=os.urandom(NONCE_LEN))
-    raw = auth.SerializeToString(deterministic=True)
-    signed = pb.Signed(body=raw, sig=signer.sign(CTX_REQUEST, cluster_id, raw), key_id=signer.key_id)
-    return signed.SerializeToString(deterministic=True)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from fedraft.crypto.request_auth import sign_request
 from fedraft.crypto.signing import Identity, Signer
-from fedraft.service.auth import AuthError, RequestVerifier, sign_request
+from fedraft.service.auth import AuthError, RequestVerifier
 from fedraft.storage.state import StateStore
 from tests.helpers import make_federation
 
