@@ -78,8 +78,9 @@ class FedraftNode:
         self.store = StateStore(cfg.data_dir / "state", self.genesis)
         links = PeerLinks(
             node_id=cfg.node_id, identity=self.identity, cluster_id=self.genesis.cluster_id,
-            voters=self.genesis.voters, peers={p.node_id: p.address for p in cfg.peers},
-            listen=cfg.peer_listen, cert_pem=self.cert_pem, key_pem=self.key_pem, ca_pem=self.ca_pem)
+            voters=self.genesis.voters, peer_addresses={p.node_id: p.address for p in cfg.peers},
+            listen_address=cfg.peer_listen, tls_cert_pem=self.cert_pem, tls_key_pem=self.key_pem,
+            ca_cert_pem=self.ca_pem)
         rejoining = self.rejoining
 
         def transport_factory(sync_obj: object, self_node: object, other_nodes: object, *, journal: LmdbJournal,

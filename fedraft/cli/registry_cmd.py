@@ -35,17 +35,17 @@ def _parser(subparsers: Any, name: str, help_text: str) -> argparse.ArgumentPars
 
 def register(subparsers: Any) -> None:
     p = _parser(subparsers, "put", "write a registry key (under /routes/ or /settings/)")
-    p.add_argument("key")
+    p.add_argument("registry_key", metavar="KEY", help="a key under /routes/ or /settings/")
     p.add_argument("value", help="the value (UTF-8 text); use @FILE to read bytes from a file")
     p.add_argument("--if-version", type=int, default=None, metavar="N",
                    help="compare-and-set: only if the key's version is N (0: must not exist)")
     p.set_defaults(func=put)
     p = _parser(subparsers, "get", "read a registry key")
-    p.add_argument("key")
+    p.add_argument("registry_key", metavar="KEY", help="a key under /routes/ or /settings/")
     p.add_argument("--stale", action="store_true", help="read from the first reachable node without a barrier")
     p.set_defaults(func=get)
     p = _parser(subparsers, "delete", "delete a registry key")
-    p.add_argument("key")
+    p.add_argument("registry_key", metavar="KEY", help="a key under /routes/ or /settings/")
     p.add_argument("--if-version", type=int, default=None, metavar="N", help="only if the key's version is N")
     p.set_defaults(func=delete)
     p = _parser(subparsers, "status", "show every node's view of the cluster")
@@ -97,15 +97,15 @@ def put(args: argparse.Namespace) -> int:
     with _client(args) as client:
         value = _value(args.value)
         if args.if_version is None:
-            result = client.put(args.key, value, check=False)
+            result = client.put(args.registry_key, value, check=False)
         else:
-            result = client.compare_and_set(args.key, value, args.if_version, check=False)
+            result = client.compare_and_set(args.registry_key, value, args.if_version, check=False)
     return _result_exit(args, result, "put")
 
 
 def delete(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        result = client.delete(args.key, args.if_version, check=False)
+        result = client.delete(args.registry_key, args.if_version, check=False)
     return _result_exit(args, result, "deleted")
 
 
@@ -113,12 +113,12 @@ def get(args: argparse.Namespace) -> int:
     from fedraft.cli.common import emit, print_error
 
     with _client(args) as client:
-        response = client.get(args.key, stale=args.stale)
+        response = client.get(args.registry_key, stale=args.stale)
     if not response.found:
         if args.output == "json":
-            emit(args, {"found": False, "key": args.key, "applied_index": response.applied_index}, "")
+            emit(args, {"found": False, "key": args.registry_key, "applied_index": response.applied_index}, "")
         else:
-            print_error(f"{args.key} not found")
+            print_error(f"{args.registry_key} not found")
         return NOT_FOUND_EXIT
     doc = {"found": True, **_record_dict(response.record), "applied_index": response.applied_index,
            "served_by": response.served_by}

@@ -192,7 +192,8 @@ class RaftEngine:
                                       transportClass=make_transport)
             finally:
                 _ps.createJournal, _ps.Serializer = saved
-        assert self._sync._methodToID == {"_apply_fedraft": 0}, self._sync._methodToID
+        # _StrictPickle.loads routes every command to method id 0: it must be ours and the only one.
+        assert list(self._sync._methodToID.values()) == [0], self._sync._methodToID
         self._sync.addOnTickCallback(self._after_tick)
         self._batcher = threading.Thread(target=self._batch_loop, name=f"fedraft-batcher-{node_id}", daemon=True)
         self._batcher.start()

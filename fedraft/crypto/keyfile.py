@@ -47,6 +47,7 @@ def write_public_key(path: Path, public_key: bytes, label: str = "") -> None:
 
 
 def _load(path: Path, kind: str) -> dict[str, str]:
+    path = Path(path)
     try:
         if path.stat().st_size > MAX_KEY_FILE:
             raise ConfigError(f"{path}: not a key file (larger than {MAX_KEY_FILE} bytes)")

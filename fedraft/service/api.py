@@ -168,7 +168,7 @@ class FederationService:
             used, size = self.store.usage()
             response.db_used_bytes, response.db_map_bytes = used, size
             response.journal_entries = len(e.journal)
-            response.snapshot_index = e.snapshots.snapshot_index
+            response.snapshot_index = e.snapshots.snapshot_index or 0
             now = time.monotonic()
             for peer in e.peer_ids:
                 last = e.transport.last_contact(peer)
