@@ -142,6 +142,7 @@ def _drive(console: Any, cluster: DemoCluster, args: argparse.Namespace, stop: t
         read = client.get("/routes/inference")
         console.print(f"linearizable read of /routes/inference → {read.record.value.decode()!r} "
                       f"(applied index {read.applied_index}, served by {read.served_by})")
+        _wait_caught_up(client, read.applied_index)
         _show_status(console, client)
         if args.once:
             return 0
@@ -172,6 +173,20 @@ def _wait_for_leader(console: Any, cluster: DemoCluster, client: Any, timeout: f
             time.sleep(0.2)
     console.print(f"[red]no leader within {timeout:.0f} s; see {cluster.dir}/<node>/node.log[/]")
     return None
+
+
+def _wait_caught_up(client: Any, index: int, timeout: float = 10.0) -> None:
+    """Let the followers apply what the leader did, so the digests shown compare like for like."""
+    import grpc
+
+    deadline = time.monotonic() + timeout
+    pending = list(client.endpoints)
+    while pending and time.monotonic() < deadline:
+        with contextlib.suppress(grpc.RpcError):
+            if client.status(pending[0], signed=False, timeout=0.5).applied_index >= index:
+                pending.pop(0)
+                continue
+        time.sleep(0.05)
 
 
 def _show_status(console: Any, client: Any) -> None:
