@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -83,8 +85,8 @@ class FedraftNode:
             ca_cert_pem=self.ca_pem)
         rejoining = self.rejoining
 
-        def transport_factory(sync_obj: object, self_node: object, other_nodes: object, *, journal: LmdbJournal,
-                              **kw: object) -> object:
+        def transport_factory(sync_obj: Any, self_node: Any, other_nodes: Any, *, journal: LmdbJournal,
+                              before_release: Callable[[], None], raft_min_timeout: float) -> GrpcTransport:
             floor = journal.get_meta(REJOIN_FLOOR_META)
             active = rejoining or journal.get_meta(REJOIN_ACTIVE_META) == b"1"
             if rejoining:
@@ -93,7 +95,8 @@ class FedraftNode:
                 active=active,
                 load_floor=lambda: int.from_bytes(floor, "big") if floor else None,
                 store_floor=lambda t: journal.set_meta(REJOIN_FLOOR_META, t.to_bytes(8, "big")))
-            return GrpcTransport(sync_obj, self_node, other_nodes, links=links, rejoin=guard, **kw)
+            return GrpcTransport(sync_obj, self_node, other_nodes, links=links, rejoin=guard,
+                                 before_release=before_release, raft_min_timeout=raft_min_timeout)
 
         raft = cfg.raft
         tuning = EngineTuning(

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import grpc
 
@@ -104,14 +105,16 @@ class Client:
 
     def call(self, endpoint: str, method: str, request: bytes, *, signed: bool = True,
              timeout: float | None = None) -> bytes:
-        metadata = [(AUTH_HEADER, sign_request(self.signer, self.cluster_id, method, request))] if signed else []
-        stub = self._channel(endpoint).unary_unary(SERVICE + method)
+        metadata: tuple[tuple[str, str | bytes], ...] = (
+            ((AUTH_HEADER, sign_request(self.signer, self.cluster_id, method, request)),) if signed else ())
+        # No serializers: the request bytes are exactly what the header signs.
+        stub = self._channel(endpoint).unary_unary(SERVICE + method, None, None)
         response: bytes = stub(request, timeout=timeout or self.attempt_timeout, metadata=metadata)
         return response
 
     def _leader_endpoint(self, error: grpc.RpcError) -> str | None:
-        trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
-        hint = next((v for k, v in (trailing or ()) if k == LEADER_HEADER), "")
+        trailing: Any = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+        hint = next((str(item[1]) for item in (trailing or ()) if item[0] == LEADER_HEADER), "")
         if not hint:
             return None
         if hint not in self._node_endpoint:

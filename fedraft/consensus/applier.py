@@ -71,11 +71,12 @@ class Applier:
         st.set_meta_int(M_APPLIED, index)
         return AppliedEntry(index, results, requests)
 
-    def _reject_all(self, entry: pb.LogEntry | None, index: int, why: str) -> tuple[list[pb.Result], list[None]]:
+    def _reject_all(self, entry: pb.LogEntry | None, index: int,
+                    why: str) -> tuple[list[pb.Result], list[tuple[bytes, bytes] | None]]:
         log.warning("entry %d rejected as a whole: %s", index, why)
         count = len(entry.envelopes) if entry is not None else 0
         return ([_result(Code.UNAVAILABLE, f"entry rejected: {why}", index, i) for i in range(count)],
-                [None] * count)
+                [None for _ in range(count)])
 
     def _apply_entry(self, st: StateTxn, index: int, slot_term: int,
                      signed_entry: bytes) -> tuple[list[pb.Result], list[tuple[bytes, bytes] | None]]:

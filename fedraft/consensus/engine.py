@@ -71,7 +71,7 @@ class _StrictPickle:
     load = dump = dumps
 
 
-_ps.pickle = _StrictPickle  # type: ignore[assignment]
+_ps.pickle = _StrictPickle
 _construct_lock = threading.Lock()
 
 
@@ -102,7 +102,7 @@ class _SyncObj(SyncObj):  # type: ignore[misc]
         self._engine = engine
         super().__init__(*args, **kwargs)
 
-    @replicated  # type: ignore[misc]
+    @replicated  # type: ignore[untyped-decorator]
     def _apply_fedraft(self, data: bytes) -> None:
         self._engine._on_apply(self.raftLastApplied + 1, data)
 
@@ -294,7 +294,8 @@ class RaftEngine:
                     self._queue_cond.wait()
                 if self._stopping:
                     return
-                batch, size = [], 0
+                batch: list[_Proposal] = []
+                size = 0
                 while self._queue and len(batch) < MAX_ENVELOPES_PER_ENTRY:
                     item_size = self._queue[0].signed.ByteSize() + 8
                     if batch and size + item_size > MAX_ENTRY_BYTES - 1024:

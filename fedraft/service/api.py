@@ -21,8 +21,9 @@ from fedraft._proto.fedraft.v1 import api_pb2 as api
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
 from fedraft.consensus.engine import NotCommitted, NotLeader, RaftEngine
 from fedraft.consensus.validation import Checked, Refused, check_envelope
+from fedraft.crypto.request_auth import AUTH_HEADER
 from fedraft.domain import registry
-from fedraft.service.auth import AUTH_HEADER, AuthError, RequestVerifier
+from fedraft.service.auth import AuthError, RequestVerifier
 from fedraft.storage.state import record_to_pb
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class FederationService:
                 _abort(context, grpc.StatusCode.UNAVAILABLE,
                        f"not committed ({exc}); outcome unknown: retry with the same request id",
                        self.engine.leader_id)
-        return api.ProposeResponse(results=results).SerializeToString()
+        return api.ProposeResponse(results=[r for r in results if r is not None]).SerializeToString()
 
     # ----- Get -----
     def get(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
@@ -176,8 +177,8 @@ class FederationService:
                                    last_contact_ms=int((now - last) * 1000) if last is not None else 0)
         return response.SerializeToString()
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        def unary(fn: Any) -> grpc.RpcMethodHandler:
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
+        def unary(fn: Any) -> grpc.RpcMethodHandler[Any, Any]:
             # No deserializer: handlers get the raw bytes that were signed.
             return grpc.unary_unary_rpc_method_handler(fn)
 

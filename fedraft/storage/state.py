@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lmdb
 
@@ -24,6 +25,9 @@ from fedraft.crypto.chain import GENESIS_HEAD
 from fedraft.domain.genesis import Genesis
 from fedraft.domain.registry import Record, Revision
 from fedraft.errors import InvariantBroken, OperatorError
+
+if TYPE_CHECKING:
+    from fedraft.consensus.snapshot import SnapshotRead
 
 # Every replicated database. The digest (D18) covers exactly these, in this order.
 REPLICATED_DBS = (b"archive", b"dedup", b"dedup_exp", b"meta", b"principals", b"registry")
@@ -146,9 +150,9 @@ class StateTxn:
     def dedup_prune(self, now_ms: int, limit: int) -> int:
         """Drop de-dup records that expired at or before `now_ms` (oldest first, at most `limit`)."""
         cursor = self.txn.cursor(db=self._dbs[b"dedup_exp"])
-        doomed = []
+        doomed: list[bytes] = []
         for key, _ in cursor:
-            if from_u64(key[:8]) > now_ms or len(doomed) >= limit:
+            if from_u64(bytes(key[:8])) > now_ms or len(doomed) >= limit:
                 break
             doomed.append(bytes(key))
         for key in doomed:
@@ -168,7 +172,7 @@ class StateTxn:
         if not cursor.set_range(u64(start)):
             return
         for key, value in cursor:
-            yield from_u64(key), bytes(value)
+            yield from_u64(bytes(key)), bytes(value)
 
     def digest(self) -> bytes:
         """SPEC D18: sha256 over the sorted (key, value) pairs of every replicated database."""
@@ -282,13 +286,16 @@ class StateStore:
         txn = self.env.begin()
         return SnapshotReadView(StateTxn(txn, self._dbs).applied_index, txn)
 
-    def snapshot_digest(self, read: SnapshotReadView) -> bytes:
+    def snapshot_digest(self, read: SnapshotRead) -> bytes:
+        assert isinstance(read, SnapshotReadView)
         return StateTxn(read.txn, self._dbs).digest()
 
-    def snapshot_copy(self, read: SnapshotReadView, fd: int) -> None:
+    def snapshot_copy(self, read: SnapshotRead, fd: int) -> None:
+        assert isinstance(read, SnapshotReadView)
         self.env.copyfd(fd, compact=True, txn=read.txn)
 
-    def snapshot_end(self, read: SnapshotReadView) -> None:
+    def snapshot_end(self, read: SnapshotRead) -> None:
+        assert isinstance(read, SnapshotReadView)
         read.txn.abort()
 
     def install(self, data_file: Path, index: int) -> None:
