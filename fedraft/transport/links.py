@@ -17,6 +17,7 @@ This module knows nothing of Raft: it moves PeerFrames. fedraft.consensus.peer_t
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -124,7 +125,7 @@ class _Stream:
         self.outbound: queue.SimpleQueue[PeerFrame | None] = queue.SimpleQueue()
         self.closed = False
         self.established = False
-        self.cancel: Callable[[], Any] = lambda: None
+        self.cancel: Callable[[str], Any] = lambda reason: None  # ends the RPC, telling the peer why
         self._rate = limits.max_frames_per_second
         self._burst = float(limits.burst_frames)
         self._tokens = self._burst
@@ -274,20 +275,22 @@ class PeerLinks:
                 return False
             old = self._streams.get(stream.peer_id)
             if old is not None:
-                self._detach_locked(old)
+                self._detach_locked(old, "replaced by a new stream", logging.INFO)
             stream.established = True
             self._streams[stream.peer_id] = stream
             self._last_contact[stream.peer_id] = time.monotonic()
             self.on_connected(stream.peer_id)
         if old is not None:
-            self._finish(old, "replaced by a new stream", logging.INFO)
+            self._finish(old, "replaced by a new stream")
         log.info("node %s, peer %s: connected", self.node_id, stream.peer_id)
         return True
 
-    def _detach_locked(self, stream: _Stream) -> bool:
+    def _detach_locked(self, stream: _Stream, reason: str, level: int) -> bool:
         if stream.closed:
             return False
         stream.closed = True
+        # Logged before on_disconnected, so the reason is on record once anyone sees the peer gone.
+        log.log(level, "node %s, peer %s: stream closed: %s", self.node_id, stream.peer_id, reason)
         self._all_streams.discard(stream)
         if self._streams.get(stream.peer_id) is stream:
             del self._streams[stream.peer_id]
@@ -296,14 +299,14 @@ class PeerLinks:
 
     def _close(self, stream: _Stream, reason: str, level: int = logging.WARNING) -> None:
         with self._lock:
-            detached = self._detach_locked(stream)
+            detached = self._detach_locked(stream, reason, level)
         if detached:
-            self._finish(stream, reason, level)
+            self._finish(stream, reason)
 
-    def _finish(self, stream: _Stream, reason: str, level: int) -> None:
+    @staticmethod
+    def _finish(stream: _Stream, reason: str) -> None:
         stream.outbound.put(None)
-        stream.cancel()
-        log.log(level, "node %s, peer %s: stream closed: %s", self.node_id, stream.peer_id, reason)
+        stream.cancel(reason)
 
     def _on_raw(self, stream: _Stream, raw: bytes) -> bool:
         """Check and deliver one inbound frame; False once the stream is closed."""
@@ -424,8 +427,8 @@ class PeerLinks:
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
                 return
             assert hello is not None
-            # Set only now, so that a refused handshake ends with PERMISSION_DENIED, not CANCELLED.
-            stream.cancel = context.cancel
+            # Set only now, so that a refused handshake ends with PERMISSION_DENIED, not ABORTED.
+            stream.cancel = functools.partial(self._end_served, context)
             reply = sign_hello(self._signer, self.cluster_id, self.node_id, peer_id, os.urandom(NONCE_LEN),
                                echo_nonce=hello.nonce)
             yield PeerFrame(hello=reply).SerializeToString()
@@ -437,6 +440,16 @@ class PeerLinks:
             yield from self._outbound_bytes(stream)
         finally:
             self._close(stream, "stream ended", logging.INFO)
+
+    @staticmethod
+    def _end_served(context: grpc.ServicerContext, reason: str) -> None:
+        # The handler returns once it reads the end of the outbound queue, and the peer gets ABORTED
+        # with our reason. If it is stuck sending to a peer that does not read, cancel after a while.
+        context.set_code(grpc.StatusCode.ABORTED)
+        context.set_details(reason)
+        fallback = threading.Timer(1.0, context.cancel)
+        fallback.daemon = True
+        fallback.start()
 
     def _read_hello(self, request_iterator: Iterator[bytes],
                     context: grpc.ServicerContext) -> tuple[PeerHello | None, str]:
@@ -538,7 +551,7 @@ class PeerLinks:
             yield from self._outbound_bytes(stream)
 
         call: Any = open_stream(requests())
-        stream.cancel = call.cancel
+        stream.cancel = lambda _reason: call.cancel()
         if stream.closed:  # stop() ran before the call existed
             call.cancel()
             return
@@ -571,6 +584,8 @@ class PeerLinks:
         self._close(stream, reason, logging.INFO)
 
     def _check_reply(self, raw: bytes, voter: Voter, nonce: bytes) -> str:
+        # grpc Python never shows a client the server's certificate, so the pin cannot be checked on
+        # this side: the server's signed reply, echoing our fresh nonce, is what proves who it is.
         if len(raw) > self.limits.max_frame_bytes:
             return "oversized hello reply"
         try:
