@@ -83,6 +83,7 @@ class FedraftNode:
             voters=self.genesis.voters, peer_addresses={p.node_id: p.address for p in cfg.peers},
             listen_address=cfg.peer_listen, tls_cert_pem=self.cert_pem, tls_key_pem=self.key_pem,
             ca_cert_pem=self.ca_pem)
+        links.start()  # bind now: a port in use is an operator error at start-up, not a dead tick thread
         rejoining = self.rejoining
 
         def transport_factory(sync_obj: Any, self_node: Any, other_nodes: Any, *, journal: LmdbJournal,
