@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
-from fedraft.consensus.validation import Checked, Refused, check_envelope
+from fedraft.consensus.handlers import RULES, ApplyContext, EntryScope
+from fedraft.consensus.validation import Refused, check_envelope
 from fedraft.crypto.chain import next_head
 from fedraft.crypto.signing import CTX_ENTRY, SIG_LEN, key_id_of, verify
-from fedraft.domain import registry
-from fedraft.domain.commands import REGISTRY_COMMANDS, Barrier
+from fedraft.domain.commands import Barrier, Tick
 from fedraft.domain.outcome import Code
 from fedraft.domain.validity import effective_time
 from fedraft.errors import SignatureError
@@ -29,12 +29,15 @@ from fedraft.storage.state import (
     M_HEAD,
     M_TERM,
     M_TERM_LEADER,
+    M_TERM_START,
     StateStore,
     StateTxn,
-    record_to_pb,
 )
 
 log = logging.getLogger(__name__)
+
+# Leader no-ops carry no client intent to de-duplicate; remembering them would only grow the state.
+UNREMEMBERED = (Barrier, Tick)
 
 APPLY_VERSION = 1
 MAX_ENTRY_BYTES = 1 << 20
@@ -109,49 +112,35 @@ class Applier:
         if entry.apply_version > APPLY_VERSION:
             # D16: never diverge; a node too old for an entry stops rather than guess.
             raise ApplyVersionTooNew(entry.apply_version)
+        now = effective_time(entry.leader_time_ms, st.effective_ms)
         if entry.term > known_term:
             st.set_meta_int(M_TERM, entry.term)
             st.set_meta_bytes(M_TERM_LEADER, voter.node_id.encode())
-        now = effective_time(entry.leader_time_ms, st.effective_ms)
+            st.set_meta_int(M_TERM_START, now)
         st.set_meta_int(M_EFFECTIVE, now)
+        term_start = st.meta_int(M_TERM_START)
+        scope = EntryScope()
         results: list[pb.Result] = []
         requests: list[tuple[bytes, bytes] | None] = []
         for ordinal, signed_env in enumerate(entry.envelopes):
             verdict = check_envelope(st, signed_env, self.cluster_id, now)
             requests.append((bytes(signed_env.key_id), bytes(verdict.envelope.request_id))
                             if verdict.envelope is not None else None)
-            results.append(self._apply_one(st, bytes(signed_env.key_id), verdict, index, ordinal))
+            if isinstance(verdict, Refused):
+                result = _result(verdict.code, verdict.message, index, ordinal)
+                if verdict.remember and verdict.envelope is not None:
+                    self._remember(st, bytes(signed_env.key_id), verdict.envelope, verdict.body_hash, result)
+            elif verdict.first_result is not None:
+                result = verdict.first_result
+            else:
+                ctx = ApplyContext(st, self.genesis, index, ordinal, now, term_start, bytes(signed_env.key_id),
+                                   bytes(verdict.envelope.request_id), verdict.principal, scope)
+                result = RULES[type(verdict.command)].apply(ctx, verdict.command)
+                if not isinstance(verdict.command, UNREMEMBERED):
+                    self._remember(st, ctx.key_id, verdict.envelope, verdict.body_hash, result)
+            results.append(result)
         st.dedup_prune(now, DEDUP_PRUNE_PER_ENTRY)
         return results, requests
-
-    def _apply_one(self, st: StateTxn, key_id: bytes, verdict: Checked | Refused, index: int,
-                   ordinal: int) -> pb.Result:
-        if isinstance(verdict, Refused):
-            result = _result(verdict.code, verdict.message, index, ordinal)
-            if verdict.remember and verdict.envelope is not None:
-                self._remember(st, key_id, verdict.envelope, verdict.body_hash, result)
-            return result
-        if verdict.first_result is not None:
-            return verdict.first_result
-        command = verdict.command
-        if isinstance(command, Barrier):
-            return _result(Code.OK, "", index, ordinal)
-        if isinstance(command, REGISTRY_COMMANDS):
-            outcome, writes = registry.apply(st, command, registry.Revision(index, ordinal))
-            for w in writes:
-                if isinstance(w, registry.SetRecord):
-                    st.registry_set(w.record)
-                else:
-                    st.registry_remove(w.key)
-            result = _result(outcome.code, outcome.message, index, ordinal)
-            if outcome.record is not None:
-                result.record.CopyFrom(record_to_pb(outcome.record))
-            if outcome.deleted is not None:
-                result.deleted.CopyFrom(record_to_pb(outcome.deleted))
-        else:  # pragma: no cover - validation refuses unknown commands
-            result = _result(Code.INVALID_ARGUMENT, "unknown command", index, ordinal)
-        self._remember(st, key_id, verdict.envelope, verdict.body_hash, result)
-        return result
 
     @staticmethod
     def _remember(st: StateTxn, key_id: bytes, env: pb.Envelope, body_hash: bytes, result: pb.Result) -> None:

@@ -30,13 +30,14 @@ from pysyncobj.node import Node
 
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
 from fedraft.consensus.applier import APPLY_VERSION, MAX_ENTRY_BYTES, AppliedEntry, Applier
+from fedraft.consensus.handlers import next_deadline
 from fedraft.consensus.journal import LmdbJournal
 from fedraft.consensus.snapshot import SnapshotSerializer, read_header
-from fedraft.crypto.envelopes import build_envelope
+from fedraft.crypto.envelopes import build_envelope, new_request_id
 from fedraft.crypto.signing import CTX_ENTRY, Identity, Signer
-from fedraft.domain.commands import Barrier
+from fedraft.domain.commands import Barrier, Command, Tick
 from fedraft.domain.outcome import Code
-from fedraft.storage.state import StateStore
+from fedraft.storage.state import M_TERM_START, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class EngineTuning:
     tick_s: float = 0.02
     compaction_min_entries: int = 5000
     compaction_min_time_s: float = 600.0
+    deadline_check_s: float = 0.2     # how often the leader looks for a due deadline (SPEC D6)
+    min_tick_gap_ms: int = 1_000      # at most one Tick per this interval
 
 
 @dataclass
@@ -138,6 +141,7 @@ class RaftEngine:
         self._queue: list[_Proposal] = []
         self._queue_cond = threading.Condition()
         self._stopping = False
+        self._stop_event = threading.Event()
         self._barrier_lock = threading.Lock()
         self._barrier_next: _BarrierGroup | None = None
         self._barrier_in_flight = False
@@ -197,6 +201,8 @@ class RaftEngine:
         self._sync.addOnTickCallback(self._after_tick)
         self._batcher = threading.Thread(target=self._batch_loop, name=f"fedraft-batcher-{node_id}", daemon=True)
         self._batcher.start()
+        self._ticker = threading.Thread(target=self._deadline_loop, name=f"fedraft-ticker-{node_id}", daemon=True)
+        self._ticker.start()
 
     # ----- public state -----
     @property
@@ -266,12 +272,36 @@ class RaftEngine:
             self._barrier_in_flight = False
             return
         self._barrier_in_flight = True
-        signed = build_envelope(self.signer, self.cluster_id, Barrier(0), now_ms=self.wall_ms(), validity_ms=60_000)
-        from fedraft.crypto.envelopes import parse_envelope
-
-        request_id = bytes(parse_envelope(bytes(signed.body)).request_id)
-        result = self.propose(signed, (self.signer.key_id, request_id))
+        result = self.propose_own(Barrier(0))
         result.add_done_callback(functools.partial(self._barrier_done, group))
+
+    def propose_own(self, command: Command) -> Future[pb.Result]:
+        """Propose a command signed by this node (barriers, ticks)."""
+        request_id = new_request_id()
+        signed = build_envelope(self.signer, self.cluster_id, command, now_ms=self.wall_ms(), validity_ms=60_000,
+                                request_id=request_id)
+        return self.propose(signed, (self.signer.key_id, request_id))
+
+    def _deadline_loop(self) -> None:
+        """SPEC D6: the leader appends a Tick only when a stored deadline is due, at most once per gap."""
+        last_tick_ms = 0
+        in_flight: Future[pb.Result] | None = None
+        # Its own event, not the queue's condition: a notify() meant for the batcher must never wake this.
+        while not self._stop_event.wait(self.tuning.deadline_check_s):
+            if not self.is_leader or self.halted or (in_flight is not None and not in_flight.done()):
+                continue
+            now = self.wall_ms()
+            if now - last_tick_ms < self.tuning.min_tick_gap_ms:
+                continue
+            try:
+                with self.store.read() as st:
+                    due = next_deadline(st, st.meta_int(M_TERM_START))
+            except Exception:  # a read racing a snapshot install: look again next round
+                log.debug("deadline check failed", exc_info=True)
+                continue
+            if due is not None and due <= now:
+                last_tick_ms = now
+                in_flight = self.propose_own(Tick(due))
 
     def _barrier_done(self, group: _BarrierGroup, result: Future[pb.Result]) -> None:
         exc = result.exception()
@@ -390,8 +420,10 @@ class RaftEngine:
         with self._queue_cond:
             self._stopping = True
             self._queue_cond.notify_all()
+        self._stop_event.set()
         self._sync.destroy_synchronous()  # the tick thread destroys the transport on its way out
         self._batcher.join(timeout=5)
+        self._ticker.join(timeout=5)
         self.store.commit()
         self.journal.flush()
         self.journal.close()

@@ -9,15 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
-from fedraft.crypto.envelopes import body_digest, check_signed_shape, command_from_pb, parse_envelope
+from fedraft.consensus.handlers import static_problem
+from fedraft.crypto.envelopes import body_digest, check_signed_shape, parse_envelope
 from fedraft.crypto.signing import CTX_ENVELOPE, verify
-from fedraft.domain import registry
-from fedraft.domain.commands import REGISTRY_COMMANDS, Command, command_name
+from fedraft.domain.commands import Command
 from fedraft.domain.outcome import Code
 from fedraft.domain.roles import Role, may_issue
 from fedraft.domain.validity import DEFAULT_MAX_VALIDITY_MS, Window, window_problem
 from fedraft.errors import DecodeError, SignatureError
 from fedraft.storage.state import StateTxn
+from fedraft.wire.commands import command_from_pb
 
 
 @dataclass(frozen=True)
@@ -82,11 +83,9 @@ def check_envelope(st: StateTxn, signed: pb.Signed, cluster_id: bytes, now_ms: i
         role = Role.parse(principal.role)
     except ValueError:
         return refuse(Code.PERMISSION_DENIED, f"principal has unknown role {principal.role!r}")
-    name = command_name(command)
-    if not may_issue(role, name):
-        return refuse(Code.PERMISSION_DENIED, f"role {principal.role} may not issue {name}")
-    if isinstance(command, REGISTRY_COMMANDS):
-        problem = registry.static_problem(command)
-        if problem is not None:
-            return refuse(Code.INVALID_ARGUMENT, problem)
+    if not may_issue(role, command):
+        return refuse(Code.PERMISSION_DENIED, f"role {principal.role} may not issue {command.NAME}")
+    problem = static_problem(command)
+    if problem is not None:
+        return refuse(Code.INVALID_ARGUMENT, problem)
     return Checked(signed, env, command, principal, body_hash)

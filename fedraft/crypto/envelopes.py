@@ -16,6 +16,7 @@ from fedraft._proto.fedraft.v1 import entries_pb2 as pb
 from fedraft.crypto.signing import CTX_ENVELOPE, KEY_ID_LEN, SIG_LEN, Signer
 from fedraft.domain import commands as c
 from fedraft.errors import DecodeError
+from fedraft.wire.commands import command_to_pb
 
 REQUEST_ID_LEN = 16
 MAX_ENVELOPE_BYTES = 16 * 1024
@@ -23,37 +24,6 @@ MAX_ENVELOPE_BYTES = 16 * 1024
 
 def new_request_id() -> bytes:
     return os.urandom(REQUEST_ID_LEN)
-
-
-def command_to_pb(command: c.Command, env: pb.Envelope) -> None:
-    if isinstance(command, c.Put):
-        env.put.key, env.put.value = command.key, command.value
-    elif isinstance(command, c.Delete):
-        env.delete.key = command.key
-        if command.expected_version is not None:
-            env.delete.expected_version = command.expected_version
-    elif isinstance(command, c.CompareAndSet):
-        cas = env.compare_and_set
-        cas.key, cas.value, cas.expected_version = command.key, command.value, command.expected_version
-    elif isinstance(command, c.Barrier):
-        env.barrier.sequence = command.sequence
-    else:  # pragma: no cover - the union is closed
-        raise TypeError(f"not a command: {command!r}")
-
-
-def command_from_pb(env: pb.Envelope) -> c.Command:
-    kind = env.WhichOneof("command")
-    if kind == "put":
-        return c.Put(env.put.key, env.put.value)
-    if kind == "delete":
-        d = env.delete
-        return c.Delete(d.key, d.expected_version if d.HasField("expected_version") else None)
-    if kind == "compare_and_set":
-        s = env.compare_and_set
-        return c.CompareAndSet(s.key, s.value, s.expected_version)
-    if kind == "barrier":
-        return c.Barrier(env.barrier.sequence)
-    raise DecodeError("envelope carries no known command")
 
 
 def build_envelope(signer: Signer, cluster_id: bytes, command: c.Command, *, now_ms: int,

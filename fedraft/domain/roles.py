@@ -1,12 +1,17 @@
-"""Roles and who may issue what (SPEC §5). Rules as data, read top to bottom."""
+"""Roles (SPEC §5). Which command a role may issue is declared on each command class (`ROLES`)."""
 
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fedraft.domain.commands import Command
 
 
 class Role(IntEnum):
-    """Ordered: submitter < operator < admin. `node` is a separate kind, not a rank above admin."""
+    """Ordered: submitter < operator < admin. `node` (a voter node or a member pool's agent) is a
+    separate kind, not a rank above admin."""
 
     SUBMITTER = 1
     OPERATOR = 2
@@ -20,15 +25,10 @@ class Role(IntEnum):
         except KeyError:
             raise ValueError(f"unknown role {text!r} (one of: node, admin, operator, submitter)") from None
 
-
-# command name -> the roles that may issue it
-PERMITTED: dict[str, frozenset[Role]] = {
-    "put": frozenset({Role.OPERATOR, Role.ADMIN}),
-    "delete": frozenset({Role.OPERATOR, Role.ADMIN}),
-    "compare_and_set": frozenset({Role.OPERATOR, Role.ADMIN}),
-    "barrier": frozenset({Role.NODE}),
-}
+    @property
+    def label(self) -> str:
+        return self.name.lower()
 
 
-def may_issue(role: Role, command_name: str) -> bool:
-    return role in PERMITTED.get(command_name, frozenset())
+def may_issue(role: Role, command: Command) -> bool:
+    return role in type(command).ROLES

@@ -25,18 +25,22 @@ from fedraft.crypto.chain import GENESIS_HEAD
 from fedraft.domain.genesis import Genesis
 from fedraft.domain.registry import Record, Revision
 from fedraft.errors import InvariantBroken, OperatorError
+from fedraft.storage import governance_schema, placement_schema
 
 if TYPE_CHECKING:
     from fedraft.consensus.snapshot import SnapshotRead
 
-# Every replicated database. The digest (D18) covers exactly these, in this order.
-REPLICATED_DBS = (b"archive", b"dedup", b"dedup_exp", b"meta", b"principals", b"registry")
+# Every replicated database. The digest (D18) covers exactly these, in sorted order. Each area names
+# its own databases in its schema module.
+CORE_DBS = (b"archive", b"dedup", b"dedup_exp", b"meta", b"principals", b"registry")
+REPLICATED_DBS = tuple(sorted({*CORE_DBS, *governance_schema.DBS, *placement_schema.DBS}))
 
 M_APPLIED = b"applied_index"
 M_HEAD = b"chain_head"
 M_EFFECTIVE = b"effective_ms"
 M_TERM = b"leader_term"
 M_TERM_LEADER = b"leader_term_node"
+M_TERM_START = b"leader_term_start_ms"
 M_APPLY_VERSION = b"apply_version"
 M_SEEDED = b"genesis_cluster_id"
 
@@ -78,6 +82,29 @@ class StateTxn:
 
     def _put(self, db: bytes, key: bytes, value: bytes) -> None:
         self.txn.put(key, value, db=self._dbs[db])
+
+    # generic access for the areas' schema modules
+    def get(self, db: bytes, key: bytes) -> bytes | None:
+        return self._get(db, key)
+
+    def put(self, db: bytes, key: bytes, value: bytes) -> None:
+        self._put(db, key, value)
+
+    def delete(self, db: bytes, key: bytes) -> bool:
+        return bool(self.txn.delete(key, db=self._dbs[db]))
+
+    def items(self, db: bytes, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs of `db` whose key starts with `prefix`, in key order."""
+        cursor = self.txn.cursor(db=self._dbs[db])
+        if not cursor.set_range(prefix):
+            return
+        for key, value in cursor:
+            if not bytes(key).startswith(prefix):
+                return
+            yield bytes(key), bytes(value)
+
+    def count(self, db: bytes) -> int:
+        return int(self.txn.stat(self._dbs[db])["entries"])
 
     # meta
     def meta_int(self, name: bytes) -> int:
@@ -209,7 +236,7 @@ class StateStore:
         try:
             # metasync=False: data pages are fsynced at commit, the meta page lazily; a crash may
             # undo the last commit but keeps the file intact. The journal replays what is lost.
-            self.env = lmdb.open(str(self.path), map_size=self.map_size, max_dbs=16, max_readers=256,
+            self.env = lmdb.open(str(self.path), map_size=self.map_size, max_dbs=64, max_readers=256,
                                  metasync=False, sync=True, writemap=False)
         except lmdb.Error as exc:
             raise OperatorError(f"cannot open state database {self.path}: {exc}") from None
@@ -300,7 +327,7 @@ class StateStore:
 
     def install(self, data_file: Path, index: int) -> None:
         """Swap the live state for a received compact copy (already verified by the caller)."""
-        probe = lmdb.open(str(data_file), subdir=False, readonly=True, lock=False, max_dbs=16)
+        probe = lmdb.open(str(data_file), subdir=False, readonly=True, lock=False, max_dbs=64)
         try:
             with probe.begin() as txn:
                 meta = probe.open_db(b"meta", txn=txn, create=False)

@@ -22,39 +22,43 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from fedraft._proto.fedraft.v1 import governance_pb2 as fedraft_dot_v1_dot_governance__pb2
+from fedraft._proto.fedraft.v1 import placement_pb2 as fedraft_dot_v1_dot_placement__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64raft/v1/entries.proto\x12\nfedraft.v1\"3\n\x06Signed\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x0b\n\x03sig\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\x0c\"\x8e\x02\n\x08\x45nvelope\x12\x12\n\ncluster_id\x18\x01 \x01(\x0c\x12\x12\n\nrequest_id\x18\x02 \x01(\x0c\x12\x14\n\x0cissued_at_ms\x18\x03 \x01(\x04\x12\x15\n\rexpires_at_ms\x18\x04 \x01(\x04\x12\x1e\n\x03put\x18\n \x01(\x0b\x32\x0f.fedraft.v1.PutH\x00\x12$\n\x06\x64\x65lete\x18\x0b \x01(\x0b\x32\x12.fedraft.v1.DeleteH\x00\x12\x34\n\x0f\x63ompare_and_set\x18\x0c \x01(\x0b\x32\x19.fedraft.v1.CompareAndSetH\x00\x12&\n\x07\x62\x61rrier\x18\r \x01(\x0b\x32\x13.fedraft.v1.BarrierH\x00\x42\t\n\x07\x63ommand\"!\n\x03Put\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"I\n\x06\x44\x65lete\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x10\x65xpected_version\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"E\n\rCompareAndSet\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x04\"\x1b\n\x07\x42\x61rrier\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"\x81\x01\n\x08LogEntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\x16\n\x0eleader_time_ms\x18\x03 \x01(\x04\x12%\n\tenvelopes\x18\x04 \x03(\x0b\x32\x12.fedraft.v1.Signed\x12\x15\n\rapply_version\x18\x05 \x01(\r\"*\n\x08Revision\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0f\n\x07ordinal\x18\x02 \x01(\r\"\x98\x01\n\x0eRegistryRecord\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12-\n\x0f\x63reate_revision\x18\x04 \x01(\x0b\x32\x14.fedraft.v1.Revision\x12*\n\x0cmod_revision\x18\x05 \x01(\x0b\x32\x14.fedraft.v1.Revision\"\xae\x01\n\x06Result\x12\x0c\n\x04\x63ode\x18\x01 \x01(\r\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\x04\x12\x0f\n\x07ordinal\x18\x04 \x01(\r\x12,\n\x06record\x18\n \x01(\x0b\x32\x1a.fedraft.v1.RegistryRecordH\x00\x12-\n\x07\x64\x65leted\x18\x0b \x01(\x0b\x32\x1a.fedraft.v1.RegistryRecordH\x00\x42\x08\n\x06\x64\x65tail\"]\n\x0b\x44\x65\x64upRecord\x12\x13\n\x0b\x62ody_sha256\x18\x01 \x01(\x0c\x12\x15\n\rexpires_at_ms\x18\x02 \x01(\x04\x12\"\n\x06result\x18\x03 \x01(\x0b\x32\x12.fedraft.v1.Result\"W\n\x0bRequestAuth\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x13\n\x0b\x62ody_sha256\x18\x02 \x01(\x0c\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x04\x12\r\n\x05nonce\x18\x04 \x01(\x0c\"Y\n\tPrincipal\x12\x0e\n\x06key_id\x18\x01 \x01(\x0c\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x0c\n\x04pool\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64raft/v1/entries.proto\x12\nfedraft.v1\x1a\x1b\x66\x65\x64raft/v1/governance.proto\x1a\x1a\x66\x65\x64raft/v1/placement.proto\"3\n\x06Signed\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x0b\n\x03sig\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\x0c\"\x98\x03\n\x08\x45nvelope\x12\x12\n\ncluster_id\x18\x01 \x01(\x0c\x12\x12\n\nrequest_id\x18\x02 \x01(\x0c\x12\x14\n\x0cissued_at_ms\x18\x03 \x01(\x04\x12\x15\n\rexpires_at_ms\x18\x04 \x01(\x04\x12\x1e\n\x03put\x18\n \x01(\x0b\x32\x0f.fedraft.v1.PutH\x00\x12$\n\x06\x64\x65lete\x18\x0b \x01(\x0b\x32\x12.fedraft.v1.DeleteH\x00\x12\x34\n\x0f\x63ompare_and_set\x18\x0c \x01(\x0b\x32\x19.fedraft.v1.CompareAndSetH\x00\x12&\n\x07\x62\x61rrier\x18\r \x01(\x0b\x32\x13.fedraft.v1.BarrierH\x00\x12 \n\x04tick\x18\x0e \x01(\x0b\x32\x10.fedraft.v1.TickH\x00\x12\x33\n\ngovernance\x18\x14 \x01(\x0b\x32\x1d.fedraft.v1.GovernanceCommandH\x00\x12\x31\n\tplacement\x18\x15 \x01(\x0b\x32\x1c.fedraft.v1.PlacementCommandH\x00\x42\t\n\x07\x63ommand\"!\n\x03Put\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"I\n\x06\x44\x65lete\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x10\x65xpected_version\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"E\n\rCompareAndSet\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x04\"\x1b\n\x07\x42\x61rrier\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"\x16\n\x04Tick\x12\x0e\n\x06\x64ue_ms\x18\x01 \x01(\x04\"\x81\x01\n\x08LogEntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\x16\n\x0eleader_time_ms\x18\x03 \x01(\x04\x12%\n\tenvelopes\x18\x04 \x03(\x0b\x32\x12.fedraft.v1.Signed\x12\x15\n\rapply_version\x18\x05 \x01(\r\"*\n\x08Revision\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0f\n\x07ordinal\x18\x02 \x01(\r\"\x98\x01\n\x0eRegistryRecord\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12-\n\x0f\x63reate_revision\x18\x04 \x01(\x0b\x32\x14.fedraft.v1.Revision\x12*\n\x0cmod_revision\x18\x05 \x01(\x0b\x32\x14.fedraft.v1.Revision\"\x94\x02\n\x06Result\x12\x0c\n\x04\x63ode\x18\x01 \x01(\r\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\x04\x12\x0f\n\x07ordinal\x18\x04 \x01(\r\x12,\n\x06record\x18\n \x01(\x0b\x32\x1a.fedraft.v1.RegistryRecordH\x00\x12-\n\x07\x64\x65leted\x18\x0b \x01(\x0b\x32\x1a.fedraft.v1.RegistryRecordH\x00\x12\x32\n\ngovernance\x18\x0c \x01(\x0b\x32\x1c.fedraft.v1.GovernanceResultH\x00\x12\x30\n\tplacement\x18\r \x01(\x0b\x32\x1b.fedraft.v1.PlacementResultH\x00\x42\x08\n\x06\x64\x65tail\"]\n\x0b\x44\x65\x64upRecord\x12\x13\n\x0b\x62ody_sha256\x18\x01 \x01(\x0c\x12\x15\n\rexpires_at_ms\x18\x02 \x01(\x04\x12\"\n\x06result\x18\x03 \x01(\x0b\x32\x12.fedraft.v1.Result\"W\n\x0bRequestAuth\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x13\n\x0b\x62ody_sha256\x18\x02 \x01(\x0c\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x04\x12\r\n\x05nonce\x18\x04 \x01(\x0c\"Y\n\tPrincipal\x12\x0e\n\x06key_id\x18\x01 \x01(\x0c\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x0c\n\x04pool\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedraft._proto.fedraft.v1.entries_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SIGNED']._serialized_start=40
-  _globals['_SIGNED']._serialized_end=91
-  _globals['_ENVELOPE']._serialized_start=94
-  _globals['_ENVELOPE']._serialized_end=364
-  _globals['_PUT']._serialized_start=366
-  _globals['_PUT']._serialized_end=399
-  _globals['_DELETE']._serialized_start=401
-  _globals['_DELETE']._serialized_end=474
-  _globals['_COMPAREANDSET']._serialized_start=476
-  _globals['_COMPAREANDSET']._serialized_end=545
-  _globals['_BARRIER']._serialized_start=547
-  _globals['_BARRIER']._serialized_end=574
-  _globals['_LOGENTRY']._serialized_start=577
-  _globals['_LOGENTRY']._serialized_end=706
-  _globals['_REVISION']._serialized_start=708
-  _globals['_REVISION']._serialized_end=750
-  _globals['_REGISTRYRECORD']._serialized_start=753
-  _globals['_REGISTRYRECORD']._serialized_end=905
-  _globals['_RESULT']._serialized_start=908
-  _globals['_RESULT']._serialized_end=1082
-  _globals['_DEDUPRECORD']._serialized_start=1084
-  _globals['_DEDUPRECORD']._serialized_end=1177
-  _globals['_REQUESTAUTH']._serialized_start=1179
-  _globals['_REQUESTAUTH']._serialized_end=1266
-  _globals['_PRINCIPAL']._serialized_start=1268
-  _globals['_PRINCIPAL']._serialized_end=1357
+  _globals['_SIGNED']._serialized_start=97
+  _globals['_SIGNED']._serialized_end=148
+  _globals['_ENVELOPE']._serialized_start=151
+  _globals['_ENVELOPE']._serialized_end=559
+  _globals['_PUT']._serialized_start=561
+  _globals['_PUT']._serialized_end=594
+  _globals['_DELETE']._serialized_start=596
+  _globals['_DELETE']._serialized_end=669
+  _globals['_COMPAREANDSET']._serialized_start=671
+  _globals['_COMPAREANDSET']._serialized_end=740
+  _globals['_BARRIER']._serialized_start=742
+  _globals['_BARRIER']._serialized_end=769
+  _globals['_TICK']._serialized_start=771
+  _globals['_TICK']._serialized_end=793
+  _globals['_LOGENTRY']._serialized_start=796
+  _globals['_LOGENTRY']._serialized_end=925
+  _globals['_REVISION']._serialized_start=927
+  _globals['_REVISION']._serialized_end=969
+  _globals['_REGISTRYRECORD']._serialized_start=972
+  _globals['_REGISTRYRECORD']._serialized_end=1124
+  _globals['_RESULT']._serialized_start=1127
+  _globals['_RESULT']._serialized_end=1403
+  _globals['_DEDUPRECORD']._serialized_start=1405
+  _globals['_DEDUPRECORD']._serialized_end=1498
+  _globals['_REQUESTAUTH']._serialized_start=1500
+  _globals['_REQUESTAUTH']._serialized_end=1587
+  _globals['_PRINCIPAL']._serialized_start=1589
+  _globals['_PRINCIPAL']._serialized_end=1678
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,8 @@ Signed bodies are carried as raw bytes and never re-encoded. No maps anywhere.
 """
 
 from collections import abc as _abc
+from fedraft._proto.fedraft.v1 import governance_pb2 as _governance_pb2
+from fedraft._proto.fedraft.v1 import placement_pb2 as _placement_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -63,6 +65,9 @@ class Envelope(_message.Message):
     DELETE_FIELD_NUMBER: _builtins.int
     COMPARE_AND_SET_FIELD_NUMBER: _builtins.int
     BARRIER_FIELD_NUMBER: _builtins.int
+    TICK_FIELD_NUMBER: _builtins.int
+    GOVERNANCE_FIELD_NUMBER: _builtins.int
+    PLACEMENT_FIELD_NUMBER: _builtins.int
     cluster_id: _builtins.bytes
     request_id: _builtins.bytes
     """16 random bytes (or sha256-derived for node requests, D13)"""
@@ -76,6 +81,14 @@ class Envelope(_message.Message):
     def compare_and_set(self) -> Global___CompareAndSet: ...
     @_builtins.property
     def barrier(self) -> Global___Barrier: ...
+    @_builtins.property
+    def tick(self) -> Global___Tick: ...
+    @_builtins.property
+    def governance(self) -> _governance_pb2.GovernanceCommand:
+        """Each area keeps its commands in its own file (governance.proto, placement.proto)."""
+
+    @_builtins.property
+    def placement(self) -> _placement_pb2.PlacementCommand: ...
     def __init__(
         self,
         *,
@@ -87,12 +100,15 @@ class Envelope(_message.Message):
         delete: Global___Delete | None = ...,
         compare_and_set: Global___CompareAndSet | None = ...,
         barrier: Global___Barrier | None = ...,
+        tick: Global___Tick | None = ...,
+        governance: _governance_pb2.GovernanceCommand | None = ...,
+        placement: _placement_pb2.PlacementCommand | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["barrier", b"barrier", "command", b"command", "compare_and_set", b"compare_and_set", "delete", b"delete", "put", b"put"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["barrier", b"barrier", "command", b"command", "compare_and_set", b"compare_and_set", "delete", b"delete", "governance", b"governance", "placement", b"placement", "put", b"put", "tick", b"tick"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["barrier", b"barrier", "cluster_id", b"cluster_id", "command", b"command", "compare_and_set", b"compare_and_set", "delete", b"delete", "expires_at_ms", b"expires_at_ms", "issued_at_ms", b"issued_at_ms", "put", b"put", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["barrier", b"barrier", "cluster_id", b"cluster_id", "command", b"command", "compare_and_set", b"compare_and_set", "delete", b"delete", "expires_at_ms", b"expires_at_ms", "governance", b"governance", "issued_at_ms", b"issued_at_ms", "placement", b"placement", "put", b"put", "request_id", b"request_id", "tick", b"tick"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["put", "delete", "compare_and_set", "barrier"]  # noqa: Y015
+    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["put", "delete", "compare_and_set", "barrier", "tick", "governance", "placement"]  # noqa: Y015
     _WhichOneofArgType_command: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_command) -> _WhichOneofReturnType_command | None: ...
 
@@ -192,6 +208,28 @@ class Barrier(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Barrier: _TypeAlias = Barrier  # noqa: Y015
+
+@_typing.final
+class Tick(_message.Message):
+    """The leader's clock reaching a stored deadline (SPEC D6): expiries, heartbeats, orchestration."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DUE_MS_FIELD_NUMBER: _builtins.int
+    due_ms: _builtins.int
+    """the deadline that made the leader tick (informational)"""
+    def __init__(
+        self,
+        *,
+        due_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["due_ms", b"due_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Tick: _TypeAlias = Tick  # noqa: Y015
 
 @_typing.final
 class LogEntry(_message.Message):
@@ -294,6 +332,8 @@ class Result(_message.Message):
     ORDINAL_FIELD_NUMBER: _builtins.int
     RECORD_FIELD_NUMBER: _builtins.int
     DELETED_FIELD_NUMBER: _builtins.int
+    GOVERNANCE_FIELD_NUMBER: _builtins.int
+    PLACEMENT_FIELD_NUMBER: _builtins.int
     code: _builtins.int
     message: _builtins.str
     index: _builtins.int
@@ -302,6 +342,10 @@ class Result(_message.Message):
     def record(self) -> Global___RegistryRecord: ...
     @_builtins.property
     def deleted(self) -> Global___RegistryRecord: ...
+    @_builtins.property
+    def governance(self) -> _governance_pb2.GovernanceResult: ...
+    @_builtins.property
+    def placement(self) -> _placement_pb2.PlacementResult: ...
     def __init__(
         self,
         *,
@@ -311,12 +355,14 @@ class Result(_message.Message):
         ordinal: _builtins.int = ...,
         record: Global___RegistryRecord | None = ...,
         deleted: Global___RegistryRecord | None = ...,
+        governance: _governance_pb2.GovernanceResult | None = ...,
+        placement: _placement_pb2.PlacementResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "detail", b"detail", "record", b"record"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "detail", b"detail", "governance", b"governance", "placement", b"placement", "record", b"record"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "deleted", b"deleted", "detail", b"detail", "index", b"index", "message", b"message", "ordinal", b"ordinal", "record", b"record"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "deleted", b"deleted", "detail", b"detail", "governance", b"governance", "index", b"index", "message", b"message", "ordinal", b"ordinal", "placement", b"placement", "record", b"record"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["record", "deleted"]  # noqa: Y015
+    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["record", "deleted", "governance", "placement"]  # noqa: Y015
     _WhichOneofArgType_detail: _TypeAlias = _typing.Literal["detail", b"detail"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_detail) -> _WhichOneofReturnType_detail | None: ...
 

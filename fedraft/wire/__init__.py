@@ -1,0 +1,1 @@
+"""Conversions between protobuf messages and domain values, one module per area."""
