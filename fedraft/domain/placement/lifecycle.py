@@ -17,7 +17,9 @@ from dataclasses import replace
 
 from fedraft.domain.placement.model import Move, Phase, Placement, Workload
 
-__all__ = ["MOVE_HISTORY", "REPORTS", "TRANSITIONS", "landing_phase", "record_move", "report", "transition"]
+__all__ = [
+    "MOVE_HISTORY", "REPORTABLE", "REPORTS", "TRANSITIONS", "landing_phase", "record_move", "report", "transition",
+]
 
 P, PL, R, D, M = Phase.PENDING, Phase.PLACED, Phase.RUNNING, Phase.DRAINING, Phase.MIGRATING
 DONE, FAIL, GONE = Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED
@@ -46,14 +48,14 @@ TRANSITIONS: tuple[tuple[Phase, Phase, str], ...] = (
     *((held, end, "reported, or Cancel") for held in (PL, R, D, M) for end in (DONE, FAIL, GONE)),
 )
 
-# ReportStatus, accepted only from the pool the workload is placed on: (phase, status) -> new phase.
-# A "running" report while draining changes nothing: the drain still ends on time.
-REPORTS: dict[tuple[Phase, str], Phase] = {
-    (PL, "running"): R, (R, "running"): R, (D, "running"): D, (M, "running"): R,
-    **{(held, "completed"): DONE for held in (PL, R, D, M)},
-    **{(held, "failed"): FAIL for held in (PL, R, D, M)},
+# ReportStatus (the phase a pool reports), accepted only from the pool the workload is placed on:
+# (phase, reported) -> new phase. A RUNNING report while draining changes nothing: the drain still ends on time.
+REPORTS: dict[tuple[Phase, Phase], Phase] = {
+    (PL, R): R, (R, R): R, (D, R): D, (M, R): R,
+    **{(held, DONE): DONE for held in (PL, R, D, M)},
+    **{(held, FAIL): FAIL for held in (PL, R, D, M)},
 }
-REPORT_STATUSES = ("running", "completed", "failed")
+REPORTABLE = (R, DONE, FAIL)
 
 # Moves kept per workload, most recent last.
 MOVE_HISTORY = 16
@@ -79,16 +81,16 @@ def transition(workload: Workload, to: Phase, reason: str, placement: Placement 
     return replace(workload, phase=to, placement=kept, reason=reason)
 
 
-def report(workload: Workload, pool: str, status: str, reason: str = "") -> Workload | str:
+def report(workload: Workload, pool: str, reported: Phase, reason: str = "") -> Workload | str:
     """ReportStatus from `pool`: the workload after it, or why the report is refused."""
-    if status not in REPORT_STATUSES:
-        return f"unknown status {status!r} (one of: {', '.join(REPORT_STATUSES)})"
+    if reported not in REPORTABLE:
+        return f"a pool reports {', '.join(p.value for p in REPORTABLE)}; not {reported.value}"
     if workload.placement is None or workload.placement.pool != pool:
         where = workload.placement.pool if workload.placement is not None else "no pool"
         return f"workload {workload.id} is placed on {where}, not on {pool}"
-    to = REPORTS.get((workload.phase, status))
+    to = REPORTS.get((workload.phase, reported))
     if to is None:
-        return f"workload {workload.id} is {workload.phase.value}; a {status!r} report does not apply"
+        return f"workload {workload.id} is {workload.phase.value}; a {reported.value} report does not apply"
     if to is workload.phase:
         return workload
     return transition(workload, to, reason)
