@@ -1,0 +1,140 @@
+"""Ranking (SPEC §7): integer score parts per pool, weighted by policy; higher total is better.
+
+Every part is 0..100 and the total is the weighted sum, so the explanation can show both.
+
+| part      | 100 when                                       | falls with                          |
+|-----------|------------------------------------------------|-------------------------------------|
+| free      | the pool stays empty after this placement       | share of its GPUs (CPU work: CPU) used |
+| region    | pool.region == spec.preferred_region            | 0 otherwise or no preference        |
+| locality  | the pool holds a replica of spec.model          | 0 otherwise or no model             |
+| latency   | same region as the submitter pool               | 100 * H // (H + ms), 0 when unknown |
+| specialty | GPU work on tier "gpu", CPU-only work on "cpu"  | 0 otherwise                         |
+| spread    | the submitter has nothing running there         | 100 // (1 + its workloads there)    |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fedraft.domain.placement.model import Weights
+from fedraft.domain.scheduler.feasible import Request
+from fedraft.domain.scheduler.view import FederationView, Shape
+
+PARTS: tuple[str, ...] = ("free", "region", "locality", "latency", "specialty", "spread")
+LATENCY_HALF_MS = 50  # a pool this far away scores half of a same-region pool
+
+
+def weight_vector(weights: Weights) -> tuple[int, ...]:
+    return (weights.free_capacity, weights.preferred_region, weights.data_locality, weights.latency,
+            weights.specialty, weights.spread)
+
+
+def free_capacity(view: FederationView, req: Request, pool_id: str) -> int:
+    if req.gpu_work:
+        total, free, want = view.total_units(pool_id), view.free_units(pool_id), req.spec.gpus
+    else:
+        total, free, want = view.cpu_total(pool_id), view.cpu_free(pool_id), req.spec.cpu_millis
+    return max(0, free - want) * 100 // total if total > 0 else 0
+
+
+def preferred_region(req: Request, region: str) -> int:
+    return 100 if req.spec.preferred_region and region == req.spec.preferred_region else 0
+
+
+def data_locality(view: FederationView, req: Request, pool_id: str) -> int:
+    return 100 if req.spec.model and pool_id in view.replica_pools(req.spec.model) else 0
+
+
+def latency(req: Request, region: str) -> int:
+    ms = req.latency_to(region)
+    return 100 * LATENCY_HALF_MS // (LATENCY_HALF_MS + max(0, ms)) if ms is not None else 0
+
+
+def specialty(req: Request, tier: str) -> int:
+    return 100 if tier == ("gpu" if req.gpu_work else "cpu") else 0
+
+
+def spread(view: FederationView, req: Request, pool_id: str) -> int:
+    return 100 // (1 + view.submitter_count(req.submitter, pool_id))
+
+
+class Scorer:
+    """Scores pools for one request; the parts that depend only on region and tier are computed once."""
+
+    def __init__(self, view: FederationView, req: Request, weights: Weights) -> None:
+        self.view = view
+        self.req = req
+        self.weights = weight_vector(weights)
+        self._static: dict[tuple[str, str], int] = {}
+
+    def parts(self, pool_id: str) -> tuple[int, ...]:
+        pool = self.view.capacity(pool_id).pool
+        return (
+            free_capacity(self.view, self.req, pool_id),
+            preferred_region(self.req, pool.region),
+            data_locality(self.view, self.req, pool_id),
+            latency(self.req, pool.region),
+            specialty(self.req, pool.tier),
+            spread(self.view, self.req, pool_id),
+        )
+
+    def total(self, pool_id: str) -> int:
+        return sum(w * p for w, p in zip(self.weights, self.parts(pool_id), strict=True))
+
+    def _base(self, region: str, tier: str) -> int:
+        """The weighted parts fixed by region and tier (region, latency, specialty)."""
+        key = (region, tier)
+        found = self._static.get(key)
+        if found is None:
+            _, w_region, _, w_latency, w_specialty, _ = self.weights
+            found = (w_region * preferred_region(self.req, region) + w_latency * latency(self.req, region)
+                     + w_specialty * specialty(self.req, tier))
+            self._static[key] = found
+        return found
+
+    def ranked(self, ids: set[str]) -> Iterator[tuple[int, list[str]]]:
+        """`ids` in groups of equal total, best total first, each total once, computed lazily.
+
+        The view keeps pools bucketed by shape (region, tier, free capacity). A bucket's bound is the
+        best total any of its pools can have (spread 100, and for CPU work the free part before this
+        placement); pools of GPU shapes the submitter does not use score exactly the bound, the
+        others are scored one by one. A total is yielded only once every bucket whose bound reaches
+        it has been scored, so nothing unseen can still tie with or beat it.
+        """
+        view, req = self.view, self.req
+        w_free, _, w_locality, _, _, w_spread = self.weights
+        gpu_work = req.gpu_work
+        replicas = view.replica_pools(req.spec.model) if req.spec.model and w_locality else frozenset()
+        mine = view.submitter_pools(req.submitter) if w_spread else set()
+        buckets: list[tuple[int, Shape, bool, set[str]]] = []
+        for shape, members in view.shapes(gpu_work).items():  # sorted below: order cannot matter
+            inside = members & ids
+            if not inside:
+                continue
+            region, tier, a, b = shape
+            free = (max(0, a - req.spec.gpus) * 100 // b if b > 0 else 0) if gpu_work else a
+            bound = self._base(region, tier) + w_free * free + w_spread * 100
+            if replicas:
+                near = inside & replicas
+                if near:
+                    buckets.append((bound + w_locality * 100, shape, True, near))
+                    inside -= near
+            if inside:
+                buckets.append((bound, shape, False, inside))
+        buckets.sort(key=lambda b: (-b[0], b[1], b[2]))
+        pending: dict[int, list[str]] = {}
+        i = 0
+        while True:
+            while i < len(buckets) and (not pending or buckets[i][0] >= max(pending)):
+                bound, _, _, members = buckets[i]
+                i += 1
+                exact = members - mine if gpu_work else set()
+                if exact:
+                    pending.setdefault(bound, []).extend(exact)
+                for pool_id in members - exact:
+                    total = self.total(pool_id)
+                    pending.setdefault(total, []).append(pool_id)
+            if not pending:
+                return
+            top = max(pending)
+            yield top, pending.pop(top)

@@ -1,0 +1,414 @@
+"""The scheduler's mutable index of one apply: pools, trust, replicas and what is booked where.
+
+Built from sorted inputs and updated in place by `book`/`release`/`set_pool`, so a run of placements
+inside one apply never rebuilds it. Indexes are Python sets for speed; every reader either iterates
+them sorted or reduces them with an order-independent operation (a count, a min/max over a total
+order), so string-hash randomization can never change a decision between two nodes.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections.abc import Iterable
+
+from fedraft.domain.placement.model import Gpu, Health, Pool, Trust, Workload
+
+
+class WorkerFree:
+    """One worker's free capacity: healthy unbooked GPUs as sorted (memory, uuid), CPU and RAM left.
+
+    Owned by the view and updated in place: readers must not modify it.
+    """
+
+    __slots__ = ("cpu", "free", "gpus", "name", "ram")
+
+    def __init__(self, name: str, cpu: int, ram: int, gpus: dict[str, Gpu]) -> None:
+        self.name = name
+        self.cpu = cpu
+        self.ram = ram
+        self.gpus = gpus
+        self.free: list[tuple[int, str]] = []
+
+
+Shape = tuple[str, str, int, int]
+"""(region, tier, a, b): pools that score alike. GPU shapes: (free units, total units); CPU shapes:
+(free CPU percent now, 100), an upper bound of the free part after placement."""
+
+
+class PoolCapacity:
+    """Per-pool totals kept current by book/release (the capacity filters and scores read only these)."""
+
+    __slots__ = ("cpu_free", "cpu_key", "cpu_total", "free_units", "gpu_key", "max_free", "pool", "rows",
+                 "total_units", "workers")
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.rows = tuple(
+            WorkerFree(w.name, w.cpu_millis, w.ram_mb, {g.uuid: g for g in w.gpus})
+            for w in sorted(pool.inventory.workers, key=lambda w: w.name)
+        )
+        self.workers = {w.name: w for w in self.rows}
+        self.total_units = sum(1 for w in pool.inventory.workers for g in w.gpus if g.healthy)
+        self.cpu_total = sum(w.cpu_millis for w in pool.inventory.workers)
+        self.free_units = 0
+        self.max_free = 0
+        self.cpu_free = 0
+        self.gpu_key: Shape | None = None
+        self.cpu_key: Shape | None = None
+
+
+class FederationView:
+    """Mutable index of pools and bookings for one apply (deterministic; built from sorted inputs)."""
+
+    def __init__(self) -> None:
+        self._pools: dict[str, Pool] = {}
+        self._ids: list[str] = []
+        self._all: set[str] = set()
+        self._index: dict[str, PoolCapacity] = {}
+        self._up: set[str] = set()
+        self._closed: set[str] = set()                   # cordoned or draining
+        self._by_region: dict[str, set[str]] = {}
+        self._by_label: dict[str, set[str]] = {}
+        self._fit: list[set[str]] = [set()]               # _fit[k]: pools with a worker having >= k free units
+        self._size: list[set[str]] = [set()]              # _size[k]: ... >= k healthy units, free or not
+        self._at_priority: dict[int, set[str]] = {}       # priority -> pools running work of that priority
+        self._shapes: tuple[dict[Shape, set[str]], dict[Shape, set[str]]] = ({}, {})  # CPU, GPU
+        self._trust: dict[str, dict[str, Trust]] = {}
+        self._trusted: dict[tuple[str, Trust], frozenset[str]] = {}
+        self._replicas: dict[str, frozenset[str]] = {}
+        self._booked: dict[str, Workload] = {}
+        self._owner: dict[str, str] = {}                  # GPU uuid -> workload id
+        self._used: dict[str, dict[str, list[int]]] = {}  # pool -> worker -> [cpu, ram] booked
+        self._running: dict[str, set[str]] = {}
+        self._by_submitter: dict[str, dict[str, int]] = {}  # submitter pool -> pool -> workloads there
+        self._submitter_set: dict[str, set[str]] = {}      # the same pools, as a set
+        self._priorities: dict[str, dict[int, int]] = {}    # pool -> priority -> workloads there
+
+    @classmethod
+    def build(
+        cls,
+        pools: Iterable[Pool],
+        workloads: Iterable[Workload],
+        pairings: Iterable[tuple[str, str, Trust]],
+        replicas: Iterable[tuple[str, str]],
+    ) -> FederationView:
+        view = cls()
+        for a, b, level in sorted(pairings):
+            if a != b:
+                view._trust.setdefault(a, {})[b] = level
+                view._trust.setdefault(b, {})[a] = level
+        holders: dict[str, list[str]] = {}
+        for model, pool_id in sorted(replicas):
+            holders.setdefault(model, []).append(pool_id)
+        view._replicas = {m: frozenset(ps) for m, ps in holders.items()}
+        for workload in sorted(workloads, key=lambda w: w.id):
+            if workload.phase.holds_resources:
+                view.book(workload)
+        for pool in sorted(pools, key=lambda p: p.id):
+            view.set_pool(pool)
+        return view
+
+    # -- pools ---------------------------------------------------------------------------------
+
+    def pool(self, pool_id: str) -> Pool | None:
+        return self._pools.get(pool_id)
+
+    def pools(self) -> tuple[Pool, ...]:
+        return tuple(self._pools[i] for i in self._ids)
+
+    def pool_ids(self) -> tuple[str, ...]:
+        return tuple(self._ids)
+
+    def set_pool(self, pool: Pool) -> None:
+        """Insert or replace a pool (health, cordon, drain or inventory changed); bookings are kept."""
+        old = self._pools.get(pool.id)
+        if old is None:
+            insort(self._ids, pool.id)
+            self._all.add(pool.id)
+        else:
+            self._by_region[old.region].discard(pool.id)
+            for label in old.labels:
+                self._by_label[label].discard(pool.id)
+        self._pools[pool.id] = pool
+        self._by_region.setdefault(pool.region, set()).add(pool.id)
+        for label in pool.labels:
+            self._by_label.setdefault(label, set()).add(pool.id)
+        if pool.status.health is Health.UP:
+            self._up.add(pool.id)
+        else:
+            self._up.discard(pool.id)
+        if pool.cordoned or pool.drain_started_ms is not None:
+            self._closed.add(pool.id)
+        else:
+            self._closed.discard(pool.id)
+        index = PoolCapacity(pool)
+        old_max = 0
+        if pool.id in self._index:
+            old_max = self._index[pool.id].max_free
+            self._unshape(pool.id, self._index[pool.id])
+        self._index[pool.id] = index
+        for worker, (cpu, ram) in sorted(self._used.get(pool.id, {}).items()):
+            if worker in index.workers:
+                index.workers[worker].cpu -= cpu
+                index.workers[worker].ram -= ram
+        for w in index.workers.values():
+            w.free = sorted((g.memory_mb, g.uuid) for g in w.gpus.values() if g.healthy and g.uuid not in self._owner)
+        index.free_units = sum(len(w.free) for w in index.workers.values())
+        self._refresh(pool.id, index, old_max)
+        size = max((sum(1 for g in w.gpus.values() if g.healthy) for w in index.rows), default=0)
+        while len(self._size) <= size:
+            self._size.append(set())
+        for k, members in enumerate(self._size):
+            if 0 < k <= size:
+                members.add(pool.id)
+            else:
+                members.discard(pool.id)
+
+    def _unshape(self, pool_id: str, index: PoolCapacity) -> None:
+        for shapes, key in zip(self._shapes, (index.cpu_key, index.gpu_key), strict=True):
+            if key is not None:
+                members = shapes[key]
+                members.discard(pool_id)
+                if not members:
+                    del shapes[key]
+
+    def _refresh(self, pool_id: str, index: PoolCapacity, old_max: int) -> None:
+        self._unshape(pool_id, index)
+        index.cpu_free = sum(max(0, w.cpu) for w in index.workers.values())
+        region, tier = index.pool.region, index.pool.tier
+        index.cpu_key = (region, tier, index.cpu_free * 100 // index.cpu_total if index.cpu_total > 0 else 0, 100)
+        index.gpu_key = (region, tier, index.free_units, index.total_units)
+        self._shapes[0].setdefault(index.cpu_key, set()).add(pool_id)
+        self._shapes[1].setdefault(index.gpu_key, set()).add(pool_id)
+        new_max = max((len(w.free) for w in index.workers.values()), default=0)
+        index.max_free = new_max
+        while len(self._fit) <= new_max:
+            self._fit.append(set())
+        for k in range(min(old_max, new_max) + 1, max(old_max, new_max) + 1):
+            if new_max >= k:
+                self._fit[k].add(pool_id)
+            else:
+                self._fit[k].discard(pool_id)
+
+    # -- trust and replicas --------------------------------------------------------------------
+
+    def trust(self, a: str, b: str) -> Trust:
+        if a == b:
+            return Trust.MAX
+        return self._trust.get(a, {}).get(b, Trust.NONE)
+
+    def trusted_by(self, submitter: str, level: Trust) -> frozenset[str]:
+        """Pools `submitter` trusts at `level` or more, itself included (cached: pairings are fixed)."""
+        key = (submitter, level)
+        found = self._trusted.get(key)
+        if found is None:
+            peers = self._trust.get(submitter, {})
+            found = frozenset([submitter, *(p for p in sorted(peers) if peers[p] >= level)])
+            self._trusted[key] = found
+        return found
+
+    def replica_pools(self, model: str) -> frozenset[str]:
+        return self._replicas.get(model, frozenset())
+
+    # -- index reads for the filters (sets: reduce them order-independently) --------------------
+
+    def all_ids(self) -> set[str]:
+        return self._all
+
+    def up_ids(self) -> set[str]:
+        return self._up
+
+    def closed_ids(self) -> set[str]:
+        return self._closed
+
+    def region_ids(self, region: str) -> set[str]:
+        return self._by_region.get(region, set())
+
+    def regions(self) -> tuple[str, ...]:
+        return tuple(sorted(r for r, ids in self._by_region.items() if ids))
+
+    def label_ids(self, label: str) -> set[str]:
+        return self._by_label.get(label, set())
+
+    def shapes(self, gpu_work: bool) -> dict[Shape, set[str]]:
+        """Every pool grouped by shape for GPU or CPU work (read only; reduce order-independently)."""
+        return self._shapes[gpu_work]
+
+    def ids_with_units(self, count: int) -> set[str]:
+        """Pools with a worker holding at least `count` healthy GPUs, booked or not (preemption)."""
+        return self._size[count] if count < len(self._size) else set()
+
+    def ids_with_free_units(self, count: int) -> set[str]:
+        """Pools with a worker holding at least `count` free healthy GPUs (any memory)."""
+        return self._fit[count] if count < len(self._fit) else set()
+
+    # -- capacity reads ------------------------------------------------------------------------
+
+    def free_units(self, pool_id: str) -> int:
+        index = self._index.get(pool_id)
+        return index.free_units if index else 0
+
+    def total_units(self, pool_id: str) -> int:
+        index = self._index.get(pool_id)
+        return index.total_units if index else 0
+
+    def cpu_free(self, pool_id: str) -> int:
+        index = self._index.get(pool_id)
+        return index.cpu_free if index else 0
+
+    def cpu_total(self, pool_id: str) -> int:
+        index = self._index.get(pool_id)
+        return index.cpu_total if index else 0
+
+    def capacity(self, pool_id: str) -> PoolCapacity:
+        """The pool with its free totals (read only; KeyError for an unknown pool)."""
+        return self._index[pool_id]
+
+    def worker_capacity(self, pool_id: str) -> tuple[WorkerFree, ...]:
+        """The pool's workers, sorted by name, with what is free on each (read only)."""
+        index = self._index.get(pool_id)
+        return index.rows if index else ()
+
+    def free_gpus_on(self, pool_id: str, worker: str) -> list[tuple[int, str]]:
+        """The worker's free units as sorted (memory, uuid) (read only)."""
+        index = self._index.get(pool_id)
+        w = index.workers.get(worker) if index else None
+        return w.free if w else []
+
+    def gpu(self, pool_id: str, worker: str, uuid: str) -> Gpu | None:
+        index = self._index.get(pool_id)
+        w = index.workers.get(worker) if index else None
+        return w.gpus.get(uuid) if w else None
+
+    # -- bookings ------------------------------------------------------------------------------
+
+    def book(self, workload: Workload) -> None:
+        """Mark the workload's placement as used (re-booking an id replaces its old booking).
+
+        A GPU already owned by another workload keeps its first owner: state never holds a double
+        booking, and if it ever did, releasing either workload must not free the other's unit.
+        """
+        placement = workload.placement
+        if placement is None:
+            return
+        if workload.id in self._booked:
+            self.release(workload.id)
+        self._booked[workload.id] = workload
+        pool_id, worker = placement.pool, placement.worker
+        used = self._used.setdefault(pool_id, {}).setdefault(worker, [0, 0])
+        used[0] += workload.spec.cpu_millis
+        used[1] += workload.spec.ram_mb
+        self._running.setdefault(pool_id, set()).add(workload.id)
+        per_pool = self._by_submitter.setdefault(workload.submitter_pool, {})
+        per_pool[pool_id] = per_pool.get(pool_id, 0) + 1
+        self._submitter_set.setdefault(workload.submitter_pool, set()).add(pool_id)
+        prios = self._priorities.setdefault(pool_id, {})
+        prios[workload.spec.priority] = prios.get(workload.spec.priority, 0) + 1
+        self._at_priority.setdefault(workload.spec.priority, set()).add(pool_id)
+        claimed = [u for u in placement.gpus if u not in self._owner]
+        for uuid in claimed:
+            self._owner[uuid] = workload.id
+        index = self._index.get(pool_id)
+        w = index.workers.get(worker) if index else None
+        if index is None or w is None:
+            return
+        w.cpu -= workload.spec.cpu_millis
+        w.ram -= workload.spec.ram_mb
+        for uuid in claimed:
+            gpu = w.gpus.get(uuid)
+            if gpu is not None and gpu.healthy:
+                pos = bisect_left(w.free, (gpu.memory_mb, uuid))
+                if pos < len(w.free) and w.free[pos] == (gpu.memory_mb, uuid):
+                    del w.free[pos]
+                    index.free_units -= 1
+        self._refresh(pool_id, index, index.max_free)
+
+    def release(self, workload_id: str) -> None:
+        workload = self._booked.pop(workload_id, None)
+        if workload is None or workload.placement is None:
+            return
+        placement = workload.placement
+        pool_id, worker = placement.pool, placement.worker
+        used = self._used.setdefault(pool_id, {}).setdefault(worker, [0, 0])
+        used[0] -= workload.spec.cpu_millis
+        used[1] -= workload.spec.ram_mb
+        if used == [0, 0]:
+            del self._used[pool_id][worker]
+        self._running[pool_id].discard(workload_id)
+        per_pool = self._by_submitter[workload.submitter_pool]
+        per_pool[pool_id] -= 1
+        if not per_pool[pool_id]:
+            del per_pool[pool_id]
+            self._submitter_set[workload.submitter_pool].discard(pool_id)
+        prios = self._priorities[pool_id]
+        prios[workload.spec.priority] -= 1
+        if not prios[workload.spec.priority]:
+            del prios[workload.spec.priority]
+            at = self._at_priority[workload.spec.priority]
+            at.discard(pool_id)
+            if not at:
+                del self._at_priority[workload.spec.priority]
+        freed = [u for u in placement.gpus if self._owner.get(u) == workload_id]
+        for uuid in freed:
+            del self._owner[uuid]
+        index = self._index.get(pool_id)
+        w = index.workers.get(worker) if index else None
+        if index is None or w is None:
+            return
+        w.cpu += workload.spec.cpu_millis
+        w.ram += workload.spec.ram_mb
+        for uuid in freed:
+            gpu = w.gpus.get(uuid)
+            if gpu is not None and gpu.healthy:
+                insort(w.free, (gpu.memory_mb, uuid))
+                index.free_units += 1
+        self._refresh(pool_id, index, index.max_free)
+
+    def booked(self, workload_id: str) -> Workload | None:
+        return self._booked.get(workload_id)
+
+    def booked_gpus(self) -> frozenset[str]:
+        return frozenset(self._owner)
+
+    def gpu_owner(self, uuid: str) -> str | None:
+        return self._owner.get(uuid)
+
+    def gpu_load_pct(self, pool_id: str) -> int:
+        """Booked healthy GPU units * 100 // total healthy units (0 if none)."""
+        index = self._index.get(pool_id)
+        if index is None or not index.total_units:
+            return 0
+        return (index.total_units - index.free_units) * 100 // index.total_units
+
+    def federation_gpu_load_pct(self) -> int:
+        """Booked * 100 // total healthy units, summed over UP pools that have GPUs."""
+        booked = total = 0
+        for pool_id in self._ids:
+            index = self._index[pool_id]
+            if pool_id in self._up and index.total_units:
+                booked += index.total_units - index.free_units
+                total += index.total_units
+        return booked * 100 // total if total else 0
+
+    def running_on(self, pool_id: str) -> tuple[Workload, ...]:
+        """Resource-holding workloads placed on the pool, sorted by id."""
+        return tuple(self._booked[i] for i in sorted(self._running.get(pool_id, ())))
+
+    def running_count(self, pool_id: str) -> int:
+        return len(self._running.get(pool_id, ()))
+
+    def submitter_count(self, submitter_pool: str, pool_id: str) -> int:
+        """How many booked workloads of `submitter_pool` run on `pool_id` (spread scoring)."""
+        return self._by_submitter.get(submitter_pool, {}).get(pool_id, 0)
+
+    def submitter_pools(self, submitter_pool: str) -> set[str]:
+        """Pools where `submitter_pool` has booked workloads (read only; reduce order-independently)."""
+        return self._submitter_set.get(submitter_pool, set())
+
+    def priorities(self) -> tuple[int, ...]:
+        """Priorities of booked workloads, ascending."""
+        return tuple(sorted(self._at_priority))
+
+    def ids_at_priority(self, priority: int) -> set[str]:
+        """Pools running booked work of exactly this priority (read only)."""
+        return self._at_priority.get(priority, set())
