@@ -154,6 +154,7 @@ class Workload:
     moves: tuple[Move, ...] = ()       # most recent last, capped by the applier
     reason: str = ""                   # why it is pending / failed / cancelled
     explanation: bytes = b""           # compact, see scheduler/explain.py
+    tried_ms: int | None = None        # last placement attempt that found no pool (orchestration retry pacing)
 
 
 @dataclass(frozen=True)
