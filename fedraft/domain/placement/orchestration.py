@@ -48,6 +48,7 @@ afterwards; rebalance never preempts.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
@@ -114,6 +115,7 @@ def next_deadline(pools: Iterable[Pool], workloads: Iterable[Workload], term_sta
     by_id = {p.id: p for p in sorted(pools, key=lambda p: p.id)}
     work = sorted((w for w in workloads if not w.phase.terminal), key=lambda w: w.id)
     due: list[int] = [d for d in (health_deadline(p, term_start_ms, policy) for p in by_id.values()) if d is not None]
+    up_times = _up_times(by_id.values())
     for w in work:
         if w.phase.holds_resources and w.placement is not None:
             pool = by_id.get(w.placement.pool)
@@ -122,7 +124,7 @@ def next_deadline(pools: Iterable[Pool], workloads: Iterable[Workload], term_sta
             elif pool.drain_started_ms is not None:
                 due.append(pool.drain_started_ms if w.phase in ACTIVE else pool.drain_started_ms + policy.drain_ms)
         if w.phase is Phase.PENDING:
-            due.append(_pending_due(w, by_id.values(), policy))
+            due.append(_pending_due(w, up_times, policy))
         back = _return_due(w, by_id, policy)
         if back is not None:
             due.append(back[0])
@@ -134,14 +136,17 @@ def next_deadline(pools: Iterable[Pool], workloads: Iterable[Workload], term_sta
 # -- the rules shared by plan_tick and next_deadline -------------------------------------------
 
 
-def _pending_due(w: Workload, pools: Iterable[Pool], policy: Policy) -> int:
+def _up_times(pools: Iterable[Pool]) -> list[int]:
+    """When each UP pool last came UP, sorted (for "did a pool come UP since this attempt")."""
+    return sorted(p.status.changed_ms for p in pools if p.status.health is Health.UP)
+
+
+def _pending_due(w: Workload, up_times: list[int], policy: Policy) -> int:
     if w.tried_ms is None:
         return 0
     due = w.tried_ms + retry_after_ms(policy)
-    for pool in pools:
-        if pool.status.health is Health.UP and pool.status.changed_ms > w.tried_ms:
-            due = min(due, pool.status.changed_ms)
-    return due
+    later = bisect_right(up_times, w.tried_ms)
+    return min(due, up_times[later]) if later < len(up_times) else due
 
 
 def _away_by_failover(w: Workload) -> bool:
@@ -251,9 +256,9 @@ class _Tick:
             self._move_or_requeue(w, FAILOVER, source_down=True)
 
     def retry_pending(self) -> None:
-        pools = self.view.pools()
+        up_times = _up_times(self.view.pools())
         due = [w for w in self.work.values() if w.phase is Phase.PENDING
-               and (self.target_appeared or _pending_due(w, pools, self.policy) <= self.now)]
+               and (self.target_appeared or _pending_due(w, up_times, self.policy) <= self.now)]
         for w in sorted(due, key=lambda w: (-w.spec.priority, w.submitted_index, w.id)):
             if self.budget <= 0:
                 return

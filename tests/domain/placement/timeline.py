@@ -126,6 +126,12 @@ class Federation:
 
     # -- time ----------------------------------------------------------------------------------
 
+    def jump(self, now_ms: int) -> None:
+        """Time jumps to `now_ms` and every live pool has just sent a heartbeat."""
+        self.now = now_ms
+        for pool_id in sorted(self.alive):
+            self.pools[pool_id] = on_heartbeat(self.pools[pool_id], now_ms, self.policy)
+
     def heartbeats(self) -> None:
         if self.now % self.policy.heartbeat_ms:
             return
