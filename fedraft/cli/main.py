@@ -32,6 +32,9 @@ COMMAND_MODULES: list[str] = [
     "fedraft.cli.demo_cmd",
     "fedraft.cli.registry_cmd",
     "fedraft.cli.profile_cmd",
+    "fedraft.cli.workload_cmd",
+    "fedraft.cli.pool_cmd",
+    "fedraft.cli.pair_cmd",
 ]
 
 EXAMPLES = """examples:

@@ -61,10 +61,12 @@ def free_base_port() -> int:
 
 
 class Cluster:
-    def __init__(self, root: Path, raft: dict[str, int] | None = None) -> None:
+    def __init__(self, root: Path, raft: dict[str, int] | None = None, *, sample_inventory: bool = False) -> None:
+        """`sample_inventory`: each node reports its pool's sample static inventory (as `fedraft demo` does)."""
         self.root = root
         self.layout: FederationLayout = create_federation(root / "fed", nodes=3, base_port=free_base_port(),
-                                                          raft={**SLOW_RAFT, **(raft or {})})
+                                                          raft={**SLOW_RAFT, **(raft or {})},
+                                                          sample_inventory=sample_inventory)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.node_ids = [n.node_id for n in self.layout.nodes]
         self.profile = self.layout.profiles["hq"]

@@ -2,16 +2,29 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.integration.cluster import Cluster
 
+SAMPLE_INVENTORY = "sample_inventory"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{SAMPLE_INVENTORY}: the cluster's nodes report their pool's sample "
+                                       "static inventory (on a test, or a module's pytestmark for shared_cluster)")
+
+
+def _inventory_option(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The marker asks for the sample inventories; without it the harness default holds."""
+    return {"sample_inventory": True} if request.node.get_closest_marker(SAMPLE_INVENTORY) else {}
+
 
 @pytest.fixture(scope="module")
-def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """One cluster for read-mostly tests of a module."""
-    cluster = Cluster(tmp_path_factory.mktemp("shared"))
+    cluster = Cluster(tmp_path_factory.mktemp("shared"), **_inventory_option(request))
     cluster.start_all()
     try:
         cluster.leader()
@@ -27,7 +40,7 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """A fresh cluster a test may kill, pause and wipe; not started."""
     marker = request.node.get_closest_marker("raft")
-    c = Cluster(tmp_path, raft=marker.kwargs if marker else None)
+    c = Cluster(tmp_path, raft=marker.kwargs if marker else None, **_inventory_option(request))
     try:
         yield c
     except BaseException:
