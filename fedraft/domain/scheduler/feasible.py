@@ -15,9 +15,10 @@ sufficient ones by memory (best fit by memory), ties by UUID. Big GPUs stay free
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass
 from heapq import nsmallest
+from typing import cast
 
 from fedraft.domain.placement.model import Health, Policy, Pool, Trust, Workload, WorkloadSpec
 from fedraft.domain.scheduler.view import FederationView
@@ -220,11 +221,19 @@ class Refused:
     examples: tuple[tuple[str, str], ...]
 
 
-def narrow(view: FederationView, req: Request) -> tuple[set[str], list[Refused]]:
+def narrow(view: FederationView, req: Request) -> tuple[frozenset[str], tuple[Refused, ...]]:
     """The pools that pass every pool-level filter, and per filter what it refused.
 
-    Equal to running FILTERS[:6] over every pool (tests hold the two readings together).
+    Equal to running FILTERS[:6] over every pool (tests hold the two readings together). These
+    depend on pools and trust only, not on bookings, so the result is memoized in the view until
+    its next set_pool.
     """
+    spec = req.spec
+    key = ("narrow", req.submitter, req.origin_region, req.trust_floor, req.exclude, req.avoid, spec.labels,
+           spec.max_latency_ms, req.policy.latencies if spec.max_latency_ms else ())
+    found = view.memo.get(key)
+    if found is not None:
+        return cast(tuple[frozenset[str], tuple[Refused, ...]], found)
     ids = view.all_ids()
     refused: list[Refused] = []
     for name, keep in _INDEXED:
@@ -232,10 +241,12 @@ def narrow(view: FederationView, req: Request) -> tuple[set[str], list[Refused]]
         if len(kept) != len(ids):
             refused.append(_refused(view, req, name, ids - kept))
         ids = kept
-    return ids, refused
+    result = (frozenset(ids), tuple(refused))
+    view.memo[key] = result
+    return result
 
 
-def with_free_units(view: FederationView, req: Request, ids: set[str]) -> tuple[set[str], Refused | None]:
+def with_free_units(view: FederationView, req: Request, ids: frozenset[str]) -> tuple[frozenset[str], Refused | None]:
     """Quick capacity cut: drop pools where no worker has `spec.gpus` free units of any memory."""
     if not req.gpu_work:
         return ids, None
@@ -245,7 +256,7 @@ def with_free_units(view: FederationView, req: Request, ids: set[str]) -> tuple[
     return kept, _refused(view, req, "gpus", ids - kept)
 
 
-def _refused(view: FederationView, req: Request, name: str, ids: set[str]) -> Refused:
+def _refused(view: FederationView, req: Request, name: str, ids: Set[str]) -> Refused:
     check = _CHECKS[name]
     examples = []
     for pool_id in nsmallest(EXAMPLES, ids):

@@ -10,6 +10,7 @@ then the fewest evictions, then the higher pool score, the replicated tie-break,
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from collections.abc import Set
 from dataclasses import dataclass
 
 from fedraft.domain.placement.model import Workload
@@ -69,7 +70,7 @@ def _plan(view: FederationView, req: Request, worker: WorkerFree,
     return Fit(worker.name, gpus), tuple(evicted)
 
 
-def find_eviction(view: FederationView, req: Request, eligible: set[str], scorer: Scorer, *,
+def find_eviction(view: FederationView, req: Request, eligible: Set[str], scorer: Scorer, *,
                   index: int, request_id: bytes) -> Eviction | None:
     """The best eviction plan on the eligible pools, or None.
 

@@ -14,7 +14,7 @@ Every part is 0..100 and the total is the weighted sum, so the explanation can s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 
 from fedraft.domain.placement.model import Weights
 from fedraft.domain.scheduler.feasible import Request
@@ -65,47 +65,57 @@ class Scorer:
         self.view = view
         self.req = req
         self.weights = weight_vector(weights)
-        self._static: dict[tuple[str, str], int] = {}
+        self._static: dict[tuple[str, str], tuple[int, int, int]] = {}
 
     def parts(self, pool_id: str) -> tuple[int, ...]:
         pool = self.view.capacity(pool_id).pool
+        region, region_latency, tier = self._fixed(pool.region, pool.tier)
         return (
             free_capacity(self.view, self.req, pool_id),
-            preferred_region(self.req, pool.region),
+            region,
             data_locality(self.view, self.req, pool_id),
-            latency(self.req, pool.region),
-            specialty(self.req, pool.tier),
+            region_latency,
+            tier,
             spread(self.view, self.req, pool_id),
         )
 
     def total(self, pool_id: str) -> int:
         return sum(w * p for w, p in zip(self.weights, self.parts(pool_id), strict=True))
 
-    def _base(self, region: str, tier: str) -> int:
-        """The weighted parts fixed by region and tier (region, latency, specialty)."""
+    def _fixed(self, region: str, tier: str) -> tuple[int, int, int]:
+        """The parts fixed by region and tier: (region, latency, specialty), cached."""
         key = (region, tier)
         found = self._static.get(key)
         if found is None:
-            _, w_region, _, w_latency, w_specialty, _ = self.weights
-            found = (w_region * preferred_region(self.req, region) + w_latency * latency(self.req, region)
-                     + w_specialty * specialty(self.req, tier))
+            found = (preferred_region(self.req, region), latency(self.req, region), specialty(self.req, tier))
             self._static[key] = found
         return found
 
-    def ranked(self, ids: set[str]) -> Iterator[tuple[int, list[str]]]:
+    def _base(self, region: str, tier: str) -> int:
+        """The weighted parts fixed by region and tier."""
+        _, w_region, _, w_latency, w_specialty, _ = self.weights
+        region_part, latency_part, specialty_part = self._fixed(region, tier)
+        return w_region * region_part + w_latency * latency_part + w_specialty * specialty_part
+
+    def ranked(self, ids: Set[str]) -> Iterator[tuple[int, list[str]]]:
         """`ids` in groups of equal total, best total first, each total once, computed lazily.
 
         The view keeps pools bucketed by shape (region, tier, free capacity). A bucket's bound is the
         best total any of its pools can have (spread 100, and for CPU work the free part before this
-        placement); pools of GPU shapes the submitter does not use score exactly the bound, the
-        others are scored one by one. A total is yielded only once every bucket whose bound reaches
-        it has been scored, so nothing unseen can still tie with or beat it.
+        placement). In a GPU shape only spread varies, so its pools are scored in bulk, one set per
+        count of the submitter's workloads there; CPU shapes are scored pool by pool. A total is
+        yielded only once every bucket whose bound reaches it has been scored, so nothing unseen can
+        still tie with or beat it.
         """
         view, req = self.view, self.req
         w_free, _, w_locality, _, _, w_spread = self.weights
         gpu_work = req.gpu_work
         replicas = view.replica_pools(req.spec.model) if req.spec.model and w_locality else frozenset()
         mine = view.submitter_pools(req.submitter) if w_spread else set()
+        counts = view.submitter_counts(req.submitter)
+        levels = view.submitter_levels(req.submitter) if w_spread else {}
+        want = req.spec.cpu_millis
+        capacity = view.capacity
         buckets: list[tuple[int, Shape, bool, set[str]]] = []
         for shape, members in view.shapes(gpu_work).items():  # sorted below: order cannot matter
             inside = members & ids
@@ -126,13 +136,26 @@ class Scorer:
         i = 0
         while True:
             while i < len(buckets) and (not pending or buckets[i][0] >= max(pending)):
-                bound, _, _, members = buckets[i]
+                bound, (region, tier, _, _), has_replica, members = buckets[i]
                 i += 1
-                exact = members - mine if gpu_work else set()
-                if exact:
-                    pending.setdefault(bound, []).extend(exact)
-                for pool_id in members - exact:
-                    total = self.total(pool_id)
+                if gpu_work:
+                    # Free part exact per shape: only spread varies, by how much the submitter runs there.
+                    plain = members - mine if mine else members
+                    if plain:
+                        pending.setdefault(bound, []).extend(plain)
+                    if len(plain) < len(members):
+                        for count, at in sorted(levels.items()):
+                            hit = members & at
+                            if hit:
+                                total = bound - w_spread * 100 + w_spread * (100 // (1 + count))
+                                pending.setdefault(total, []).extend(hit)
+                    continue
+                fixed = self._base(region, tier) + (w_locality * 100 if has_replica else 0)
+                for pool_id in members:
+                    cap = capacity(pool_id)
+                    total = fixed + w_spread * (100 // (1 + counts.get(pool_id, 0)))
+                    if cap.cpu_total > 0 and cap.cpu_free > want:
+                        total += w_free * ((cap.cpu_free - want) * 100 // cap.cpu_total)
                     pending.setdefault(total, []).append(pool_id)
             if not pending:
                 return

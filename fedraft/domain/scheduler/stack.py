@@ -87,7 +87,7 @@ def _explain(scorer: Scorer, chosen: str, fit: Fit | None, note: str, scored: tu
     )
 
 
-def _merge(pool_level: list[Refused], short: Refused | None,
+def _merge(pool_level: tuple[Refused, ...], short: Refused | None,
            misfits: tuple[tuple[str, str, str], ...]) -> tuple[Refused, ...]:
     """All refusals in filter order; the quick GPU cut and the worker checks both count as gpus/cpu/ram."""
     out = list(pool_level)

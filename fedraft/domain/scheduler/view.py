@@ -82,7 +82,9 @@ class FederationView:
         self._running: dict[str, set[str]] = {}
         self._by_submitter: dict[str, dict[str, int]] = {}  # submitter pool -> pool -> workloads there
         self._submitter_set: dict[str, set[str]] = {}      # the same pools, as a set
+        self._levels: dict[str, dict[int, set[str]]] = {}   # submitter pool -> n -> pools where it has n
         self._priorities: dict[str, dict[int, int]] = {}    # pool -> priority -> workloads there
+        self.memo: dict[tuple[object, ...], object] = {}   # results that depend on pools only; cleared by set_pool
 
     @classmethod
     def build(
@@ -121,6 +123,7 @@ class FederationView:
 
     def set_pool(self, pool: Pool) -> None:
         """Insert or replace a pool (health, cordon, drain or inventory changed); bookings are kept."""
+        self.memo.clear()
         old = self._pools.get(pool.id)
         if old is None:
             insort(self._ids, pool.id)
@@ -300,8 +303,10 @@ class FederationView:
         used[1] += workload.spec.ram_mb
         self._running.setdefault(pool_id, set()).add(workload.id)
         per_pool = self._by_submitter.setdefault(workload.submitter_pool, {})
-        per_pool[pool_id] = per_pool.get(pool_id, 0) + 1
+        count = per_pool.get(pool_id, 0)
+        per_pool[pool_id] = count + 1
         self._submitter_set.setdefault(workload.submitter_pool, set()).add(pool_id)
+        self._move_level(workload.submitter_pool, pool_id, count, count + 1)
         prios = self._priorities.setdefault(pool_id, {})
         prios[workload.spec.priority] = prios.get(workload.spec.priority, 0) + 1
         self._at_priority.setdefault(workload.spec.priority, set()).add(pool_id)
@@ -337,6 +342,7 @@ class FederationView:
         self._running[pool_id].discard(workload_id)
         per_pool = self._by_submitter[workload.submitter_pool]
         per_pool[pool_id] -= 1
+        self._move_level(workload.submitter_pool, pool_id, per_pool[pool_id] + 1, per_pool[pool_id])
         if not per_pool[pool_id]:
             del per_pool[pool_id]
             self._submitter_set[workload.submitter_pool].discard(pool_id)
@@ -363,6 +369,15 @@ class FederationView:
                 insort(w.free, (gpu.memory_mb, uuid))
                 index.free_units += 1
         self._refresh(pool_id, index, index.max_free)
+
+    def _move_level(self, submitter_pool: str, pool_id: str, old: int, new: int) -> None:
+        levels = self._levels.setdefault(submitter_pool, {})
+        if old:
+            levels[old].discard(pool_id)
+            if not levels[old]:
+                del levels[old]
+        if new:
+            levels.setdefault(new, set()).add(pool_id)
 
     def booked(self, workload_id: str) -> Workload | None:
         return self._booked.get(workload_id)
@@ -400,6 +415,14 @@ class FederationView:
     def submitter_count(self, submitter_pool: str, pool_id: str) -> int:
         """How many booked workloads of `submitter_pool` run on `pool_id` (spread scoring)."""
         return self._by_submitter.get(submitter_pool, {}).get(pool_id, 0)
+
+    def submitter_counts(self, submitter_pool: str) -> dict[str, int]:
+        """Pool -> how many of `submitter_pool`'s booked workloads run there (read only)."""
+        return self._by_submitter.get(submitter_pool, {})
+
+    def submitter_levels(self, submitter_pool: str) -> dict[int, set[str]]:
+        """n -> pools where `submitter_pool` has exactly n booked workloads (read only; n >= 1)."""
+        return self._levels.get(submitter_pool, {})
 
     def submitter_pools(self, submitter_pool: str) -> set[str]:
         """Pools where `submitter_pool` has booked workloads (read only; reduce order-independently)."""
