@@ -12,12 +12,15 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from fedraft.agent import PoolAgent, PoolIdentity
+from fedraft.client import Client
 from fedraft.config import NodeConfig, check_node_against_genesis
 from fedraft.consensus.engine import EngineTuning, RaftEngine
 from fedraft.consensus.journal import LmdbJournal
 from fedraft.consensus.peer_transport import GrpcTransport, RejoinGuard
 from fedraft.crypto.keyfile import load_private_key
 from fedraft.errors import ConfigError, OperatorError
+from fedraft.inventory.select import open_inventory
 from fedraft.service.api import MAX_REQUEST_BYTES, SERVICE, FederationService
 from fedraft.storage.state import StateStore
 from fedraft.transport.links import PeerLinks
@@ -73,6 +76,7 @@ class FedraftNode:
         self.engine: RaftEngine | None = None
         self.server: grpc.Server | None = None
         self.health = health.HealthServicer()
+        self.agent: PoolAgent | None = None
 
     def start(self) -> None:
         cfg = self.cfg
@@ -111,6 +115,7 @@ class FedraftNode:
         if marker.exists():
             marker.unlink()
         self._start_api()
+        self._start_agent(voter_pool=self.genesis.voter(cfg.node_id).pool)  # type: ignore[union-attr]
         log.info("node %s up: api %s, peers %s, cluster %s", cfg.node_id, cfg.api_listen, cfg.peer_listen,
                  self.genesis.cluster_id.hex()[:16])
 
@@ -134,7 +139,20 @@ class FedraftNode:
         for name in ("", SERVICE):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
+    def _start_agent(self, voter_pool: str) -> None:
+        """This node speaks for its pool: heartbeats and inventory reports through the leader (SPEC D7)."""
+        cfg = self.cfg
+        inventory = open_inventory(cfg.inventory, cfg.inventory_file, host=cfg.node_id)
+        endpoints = [cfg.api_listen, *(p.address for p in cfg.api_peers)]
+        client = Client(endpoints, self.identity, self.ca_pem, self.genesis.cluster_id, timeout=5.0,
+                        attempt_timeout=2.0)
+        self.agent = PoolAgent(client, PoolIdentity(voter_pool, cfg.region, cfg.tier, cfg.labels), inventory)
+        self.agent.start()
+
     def stop(self, grace: float = 2.0) -> None:
+        if self.agent is not None:
+            self.agent.stop()
+            self.agent.client.close()
         for name in ("", SERVICE):
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.server is not None:

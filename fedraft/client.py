@@ -29,7 +29,10 @@ from fedraft.crypto.keyfile import load_private_key
 from fedraft.crypto.request_auth import AUTH_HEADER, sign_request
 from fedraft.crypto.signing import Identity, Signer
 from fedraft.domain import commands as c
+from fedraft.domain.governance import commands as gc
 from fedraft.domain.outcome import Code
+from fedraft.domain.placement import commands as pc
+from fedraft.domain.placement.model import Phase, Trust, WorkloadSpec
 from fedraft.errors import CallerError, ConfigError, FedraftError, Unavailable
 
 SERVICE = "/fedraft.v1.Federation/"
@@ -202,6 +205,64 @@ class Client:
         else:
             response.ParseFromString(self._with_leader("Get", request))
         return response
+
+    def list_page(self, collection: str, *, prefix: str = "", page_token: str = "", limit: int = 0,
+             stale: bool = False) -> api.ListResponse:
+        """One page of a replicated collection (registry, pools, workloads, pairings)."""
+        request = api.ListRequest(collection=collection, prefix=prefix, page_token=page_token, limit=limit,
+                                  consistency=api.STALE if stale else api.LINEARIZABLE).SerializeToString()
+        response = api.ListResponse()
+        if stale:
+            endpoint = self.endpoints[self._preferred % len(self.endpoints)]
+            try:
+                response.ParseFromString(self.call(endpoint, "List", request))
+            except grpc.RpcError as exc:
+                raise RequestFailed(exc.code(), f"{exc.code().name}: {exc.details()}") from None
+        else:
+            response.ParseFromString(self._with_leader("List", request))
+        return response
+
+    def list(self, collection: str, *, prefix: str = "", stale: bool = False) -> list[Any]:
+        """Every item of a collection, page by page (pages may come from different applied indexes)."""
+        field = {"registry": "records", "pools": "pools", "workloads": "workloads", "pairings": "pairings"}
+        if collection not in field:
+            raise CallerError(f"unknown collection {collection!r}")
+        items: list[Any] = []
+        token = ""
+        while True:
+            page = self.list_page(collection, prefix=prefix, page_token=token, limit=1000, stale=stale)
+            items.extend(getattr(page, field[collection]))
+            token = page.next_page_token
+            if not token:
+                return items
+
+    # ----- placement and pairing -----
+    def submit(self, workload_id: str, spec: WorkloadSpec, *, check: bool = True) -> pb.Result:
+        return self._one(pc.Submit(workload_id, spec), check)
+
+    def cancel(self, workload_id: str, *, check: bool = True) -> pb.Result:
+        return self._one(pc.Cancel(workload_id), check)
+
+    def migrate(self, workload_id: str, to_pool: str = "", *, check: bool = True) -> pb.Result:
+        return self._one(pc.Migrate(workload_id, to_pool), check)
+
+    def pool_control(self, pool: str, action: str, *, check: bool = True) -> pb.Result:
+        return self._one(pc.PoolControl(pool, action), check)
+
+    def report_status(self, workload_id: str, phase: Phase, message: str = "", *, check: bool = True) -> pb.Result:
+        return self._one(pc.ReportStatus(workload_id, phase, message), check)
+
+    def heartbeat(self, pool: str, *, check: bool = True) -> pb.Result:
+        return self._one(pc.PoolHeartbeat(pool), check)
+
+    def report_inventory(self, command: pc.ReportInventory, *, check: bool = True) -> pb.Result:
+        return self._one(command, check)
+
+    def pair_offer(self, to_pool: str, trust: Trust, *, check: bool = True) -> pb.Result:
+        return self._one(gc.PairOffer(to_pool, trust), check)
+
+    def pair_accept(self, from_pool: str, *, check: bool = True) -> pb.Result:
+        return self._one(gc.PairAccept(from_pool), check)
 
     def status(self, endpoint: str, *, include_digest: bool = False, signed: bool = True,
                timeout: float = 2.0) -> api.StatusResponse:

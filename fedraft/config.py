@@ -51,6 +51,12 @@ class NodeConfig:
     peers: tuple[PeerAddress, ...]
     raft: RaftTuning = field(default_factory=RaftTuning)
     log_level: str = "info"
+    api_peers: tuple[PeerAddress, ...] = ()  # the other nodes' API addresses (the pool agent follows the leader)
+    inventory: str = "auto"                  # auto, static, nvml, none
+    inventory_file: Path | None = None
+    region: str = ""
+    tier: str = ""
+    labels: tuple[str, ...] = ()
 
     def genesis(self) -> Genesis:
         return load_genesis(self.genesis_path)
@@ -107,19 +113,38 @@ def _path(base: Path, value: str) -> Path:
     return p if p.is_absolute() else (base / p)
 
 
+INVENTORY_KINDS = ("auto", "static", "nvml", "none")
+
+
+def _peer_table(doc: dict[str, Any], table: str, where: str) -> tuple[PeerAddress, ...]:
+    if table not in doc:
+        if table == "peers":
+            raise ConfigError(f"{where}: missing required setting 'peers'")
+        return ()
+    peers_doc = _get(doc, table, dict, where)
+    return tuple(PeerAddress(str(k), _address(_get(peers_doc, k, str, f"{where} [{table}]"), f"{where} [{table}]"))
+                 for k in sorted(peers_doc))
+
+
+def _labels(doc: dict[str, Any], where: str) -> tuple[str, ...]:
+    labels = _get(doc, "labels", list, where) if "labels" in doc else []
+    if not all(isinstance(x, str) for x in labels) or len(labels) > 32:
+        raise ConfigError(f"{where}: labels must be a list of at most 32 strings")
+    return tuple(sorted(set(labels)))
+
+
 def load_node_config(path: Path) -> NodeConfig:
     path = Path(path)
     doc = _read_toml(path, "node config")
     where = str(path)
     base = path.parent
     known = {"node_id", "genesis", "data_dir", "key", "tls_cert", "tls_key", "ca_cert", "peer_listen",
-             "api_listen", "peers", "raft", "log_level"}
+             "api_listen", "peers", "raft", "log_level", "api_peers", "inventory", "inventory_file", "region",
+             "tier", "labels"}
     unknown = sorted(set(doc) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
-    peers_doc = _get(doc, "peers", dict, where)
-    peers = tuple(PeerAddress(str(k), _address(_get(peers_doc, k, str, f"{where} [peers]"), f"{where} [peers]"))
-                  for k in sorted(peers_doc))
+    peers = _peer_table(doc, "peers", where)
     raft_doc = doc.get("raft", {})
     if not isinstance(raft_doc, dict):
         raise ConfigError(f"{where}: [raft] must be a table")
@@ -149,7 +174,15 @@ def load_node_config(path: Path) -> NodeConfig:
         peers=peers,
         raft=raft,
         log_level=_get(doc, "log_level", str, where) if "log_level" in doc else "info",
+        api_peers=_peer_table(doc, "api_peers", where),
+        inventory=_get(doc, "inventory", str, where) if "inventory" in doc else "auto",
+        inventory_file=_path(base, _get(doc, "inventory_file", str, where)) if "inventory_file" in doc else None,
+        region=_get(doc, "region", str, where) if "region" in doc else "",
+        tier=_get(doc, "tier", str, where) if "tier" in doc else "",
+        labels=_labels(doc, where),
     )
+    if cfg.inventory not in INVENTORY_KINDS:
+        raise ConfigError(f"{where}: inventory must be one of {', '.join(INVENTORY_KINDS)}, got {cfg.inventory!r}")
     if cfg.node_id in {p.node_id for p in peers}:
         raise ConfigError(f"{where}: [peers] must not list this node ({cfg.node_id}) itself")
     return cfg

@@ -50,6 +50,11 @@ DEFAULT_NAMES: Mapping[int, tuple[str, ...]] = {
     3: ("hq", "gpu-dc", "cpu-branch"),
     5: ("hq", "gpu-dc", "cpu-branch", "edge-1", "edge-2"),
 }
+# Region and tier of the default pools (the scheduler's specialty and region scores use them).
+POOL_TRAITS: Mapping[str, tuple[str, str]] = {
+    "hq": ("hq", "hq"), "gpu-dc": ("dc-east", "gpu"), "cpu-branch": ("branch-west", "cpu"),
+}
+SAMPLE_INVENTORIES = Path(__file__).parent / "inventory" / "samples"
 # Each node gets a block of ports: api, peer, and one reserved for HTTP probes.
 PORT_STRIDE = 10
 GENESIS_FILE = "genesis.json"
@@ -226,7 +231,8 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
     os.chmod(path, mode)
 
 
-def _node_toml(node: NodeFiles, peers: list[NodeFiles], raft: dict[str, int]) -> str:
+def _node_toml(node: NodeFiles, peers: list[NodeFiles], raft: dict[str, int], inventory_file: str | None) -> str:
+    region, tier = POOL_TRAITS.get(node.node_id, ("", ""))
     lines = [
         f"# fedraft node config for node {node.node_id} (pool {node.pool}), written by `fedraft init`.",
         "# Relative paths are resolved against this file's directory.",
@@ -241,9 +247,21 @@ def _node_toml(node: NodeFiles, peers: list[NodeFiles], raft: dict[str, int]) ->
         f"peer_listen = {_toml_str(node.peer_listen)}",
         f"log_level = {_toml_str('info')}",
         "",
+        "# How this pool describes itself to the scheduler, and where its inventory comes from:",
+        "# auto (NVML if there is a GPU driver, else inventory_file, else nothing), static, nvml, none.",
+        f"region = {_toml_str(region)}",
+        f"tier = {_toml_str(tier)}",
+        "labels = []",
+        f"inventory = {_toml_str('static' if inventory_file else 'auto')}",
+        f"inventory_file = {_toml_str(inventory_file)}" if inventory_file else '# inventory_file = "inventory.toml"',
+        "",
         "# The other voters' node-to-node listeners.",
         "[peers]",
         *(f"{_toml_str(p.node_id)} = {_toml_str(p.peer_listen)}" for p in peers),
+        "",
+        "# The other voters' API addresses (this node's pool agent sends heartbeats to the leader).",
+        "[api_peers]",
+        *(f"{_toml_str(p.node_id)} = {_toml_str(p.api_listen)}" for p in peers),
         "",
         "# Timing overrides (fedraft.config.RaftTuning); settings not listed keep their defaults.",
         "[raft]",
@@ -308,9 +326,11 @@ def _remove_previous(directory: Path, names: tuple[str, ...]) -> None:
 
 def create_federation(directory: Path, *, nodes: int | None = None, base_port: int = 7400,
                       host: str = "127.0.0.1", names: list[str] | None = None,
-                      raft: dict[str, Any] | None = None, force: bool = False) -> FederationLayout:
+                      raft: dict[str, Any] | None = None, force: bool = False,
+                      sample_inventory: bool = False) -> FederationLayout:
     """Write a complete local federation of 1, 3 or 5 voters into `directory`.
 
+    `sample_inventory` gives each default-named node the sample static inventory of its pool (the demo).
     `nodes` defaults to 3, or to len(names). `raft` overrides go into every node's [raft] table.
     Refuses to touch an existing federation unless `force`, which replaces it (and its node data).
     """
@@ -358,7 +378,8 @@ def create_federation(directory: Path, *, nodes: int | None = None, base_port: i
     staging = Path(tempfile.mkdtemp(prefix=".fedraft-init-", dir=directory))
     try:
         layout = _layout(staging, federation, cluster_id, node_ids, bare_host, base_port)
-        _write_all(layout, genesis_bytes, ca, break_glass, node_keys, admin_keys, tls, raft_overrides)
+        _write_all(layout, genesis_bytes, ca, break_glass, node_keys, admin_keys, tls, raft_overrides,
+                   sample_inventory)
         try:
             for n in layout.nodes:
                 check_node_against_genesis(load_node_config(n.config), genesis)
@@ -396,7 +417,7 @@ def _layout(root: Path, federation: str, cluster_id: bytes, node_ids: tuple[str,
 
 def _write_all(layout: FederationLayout, genesis_bytes: bytes, ca: KeyAndCert, break_glass: Identity,
                node_keys: dict[str, Identity], admin_keys: dict[str, Identity], tls: dict[str, KeyAndCert],
-               raft: dict[str, int]) -> None:
+               raft: dict[str, int], sample_inventory: bool) -> None:
     federation, cluster_id = layout.federation, layout.cluster_id
     _write(layout.genesis, genesis_bytes)
     _write(layout.readme, _readme(federation, cluster_id, layout.nodes).encode())
@@ -407,7 +428,12 @@ def _write_all(layout: FederationLayout, genesis_bytes: bytes, ca: KeyAndCert, b
     created_at_ms = int(time.time() * 1000)
     for node in layout.nodes:
         others = [p for p in layout.nodes if p.node_id != node.node_id]
-        _write(node.config, _node_toml(node, others, raft).encode())
+        inventory_file = None
+        sample = SAMPLE_INVENTORIES / f"{node.node_id}.toml"
+        if sample_inventory and sample.is_file():
+            inventory_file = "inventory.toml"
+            _write(node.dir / inventory_file, sample.read_bytes())
+        _write(node.config, _node_toml(node, others, raft, inventory_file).encode())
         write_private_key(node.key, node_keys[node.node_id], label=f"node {node.node_id}")
         write_public_key(_pub(node.key), node_keys[node.node_id].public_key, label=f"node {node.node_id}")
         _write(node.tls_cert, tls[node.node_id].cert_pem)

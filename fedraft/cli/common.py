@@ -205,7 +205,9 @@ def _connectable(address: str) -> str:
 def _profile_from_node_config(path: Path) -> Profile:
     cfg = load_node_config(path)
     genesis = load_genesis(cfg.genesis_path)
-    return Profile(path=cfg.path, name=cfg.node_id, endpoints=(_connectable(cfg.api_listen),),
+    # This node first, then the others ([api_peers]), so writes from a follower's host find the leader.
+    endpoints = (_connectable(cfg.api_listen), *(p.address for p in cfg.api_peers))
+    return Profile(path=cfg.path, name=cfg.node_id, endpoints=endpoints,
                    ca_cert=cfg.ca_cert, key_path=cfg.key_path, cluster_id=genesis.cluster_id)
 
 

@@ -1,8 +1,9 @@
 """`fedraft demo`: a local 3-node federation (HQ, GPU datacenter, CPU branch) on embedded defaults.
 
-It writes a federation directory (keys, CA, certificates, genesis, configs), starts the three nodes
-as real processes, waits for a leader, writes sample registry entries through the signed log, and
-shows the cluster. `--once` stops everything and exits; otherwise it runs until Ctrl-C.
+It writes a federation directory (keys, CA, certificates, genesis, configs, sample static inventories),
+starts the three nodes as real processes, waits for a leader, writes sample registry entries through
+the signed log, pairs the three pools, submits sample workloads that the GPU-aware scheduler places
+inside apply, and shows the cluster. `--once` stops everything and exits; otherwise it runs until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ EXAMPLE = """example:
   fedraft demo                        # keep running until Ctrl-C
   fedraft demo --dir ./demo-fed       # keep the federation directory for later use
 """
+
+# (workload id, gpus, GPU memory floor MiB, CPU millicores, RAM MiB, priority, preferred region)
+SAMPLE_WORKLOADS = [
+    ("llm-finetune", 8, 80_000, 16_000, 65_536, 5, ""),
+    ("vision-inference", 1, 20_000, 2_000, 8_192, 3, "hq"),
+    ("embedding-batch", 2, 40_000, 4_000, 16_384, 1, ""),
+    ("etl-nightly", 0, 0, 8_000, 16_384, 0, ""),
+    ("report-builder", 0, 0, 2_000, 4_096, 0, "branch-west"),
+]
+PAIRINGS = [("hq", "gpu-dc"), ("hq", "cpu-branch"), ("gpu-dc", "cpu-branch")]
 
 SAMPLE_ENTRIES = [
     ("/routes/inference", b"gpu-dc:8443"),
@@ -67,7 +78,8 @@ class DemoCluster:
 
         self.dir = directory
         self.layout = create_federation(directory, nodes=3, base_port=base_port, force=True,
-                                        raft={"election_min_ms": 1500, "election_max_ms": 3000})
+                                        raft={"election_min_ms": 1500, "election_max_ms": 3000},
+                                        sample_inventory=True)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self) -> None:
@@ -142,7 +154,10 @@ def _drive(console: Any, cluster: DemoCluster, args: argparse.Namespace, stop: t
         read = client.get("/routes/inference")
         console.print(f"linearizable read of /routes/inference → {read.record.value.decode()!r} "
                       f"(applied index {read.applied_index}, served by {read.served_by})")
-        _wait_caught_up(client, read.applied_index)
+        index = _place_samples(console, cluster, client, args.timeout)
+        if index is None:
+            return 1
+        _wait_caught_up(client, max(index, read.applied_index))
         _show_status(console, client)
         if args.once:
             return 0
@@ -153,6 +168,46 @@ def _drive(console: Any, cluster: DemoCluster, args: argparse.Namespace, stop: t
                 console.print(f"[red]node(s) exited: {', '.join(cluster.dead())}[/]")
                 return 1
     return 0
+
+
+def _place_samples(console: Any, cluster: DemoCluster, client: Any, timeout: float) -> int | None:
+    """Wait for every pool's inventory, pair the pools, submit the sample workloads, show placements."""
+    from rich.table import Table
+
+    from fedraft.client import Client
+    from fedraft.domain.placement.model import Trust, WorkloadSpec
+
+    deadline = time.monotonic() + timeout
+    with console.status("waiting for the three pools to report their inventories…"):
+        while True:
+            pools = client.list("pools")
+            if len(pools) == 3 and all(p.workers for p in pools):
+                break
+            if time.monotonic() > deadline:
+                console.print("[red]the pools did not report their inventories in time; see node.log[/]")
+                return None
+            time.sleep(0.2)
+    for a, b in PAIRINGS:
+        profiles = cluster.layout.profiles
+        with Client.from_profile(profiles[a]) as offerer, Client.from_profile(profiles[b]) as acceptor:
+            offerer.pair_offer(b, Trust.HIGH)
+            acceptor.pair_accept(a)
+    console.print("pools paired (each pairing offered by one admin and accepted by the other): "
+                  + ", ".join(f"{a}↔{b}" for a, b in PAIRINGS))
+    table = Table(title="workloads placed by the scheduler inside apply (same decision on every node)")
+    for col in ("workload", "gpus", "pool", "worker", "GPU units", "phase"):
+        table.add_column(col)
+    index = 0
+    for name, gpus, mem, cpu, ram, prio, region in SAMPLE_WORKLOADS:
+        spec = WorkloadSpec(gpus=gpus, gpu_memory_mb=mem, cpu_millis=cpu, ram_mb=ram, priority=prio,
+                            preferred_region=region)
+        result = client.submit(name, spec)
+        p = result.placement
+        index = max(index, result.index)
+        table.add_row(name, str(gpus), p.pool or "-", p.worker or "-", ", ".join(p.gpus) or "-",
+                      p.phase + (f" ({result.message})" if result.message else ""))
+    console.print(table)
+    return index
 
 
 def _wait_for_leader(console: Any, cluster: DemoCluster, client: Any, timeout: float) -> str | None:

@@ -33,6 +33,11 @@ LEADER_HEADER = "fedraft-leader"
 MAX_ENVELOPES_PER_REQUEST = 1000
 DEFAULT_WAIT_S = 10.0
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
+DEFAULT_LIST_LIMIT = 100
+MAX_LIST_LIMIT = 1000
+# collection name -> (LMDB database, ListResponse field)
+COLLECTIONS = {"registry": (b"registry", "records"), "pools": (b"pools", "pools"),
+               "workloads": (b"workloads", "workloads"), "pairings": (b"pairings", "pairings")}
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, leader: str = "") -> NoReturn:
@@ -129,14 +134,7 @@ class FederationService:
         if problem is not None:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, problem)
         if request.consistency == api.LINEARIZABLE:
-            self._require_leader(context)
-            barrier = self.engine.read_barrier()
-            try:
-                barrier.result(timeout=_deadline(context))
-            except FutureTimeout:
-                _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "read barrier did not commit in time")
-            except NotCommitted as exc:
-                _abort(context, grpc.StatusCode.UNAVAILABLE, f"read barrier failed: {exc}", self.engine.leader_id)
+            self._linearize(context)
         with self.store.read() as st:
             record = st.registry_get(request.key)
             applied = st.applied_index
@@ -144,6 +142,48 @@ class FederationService:
                                    applied_age_ms=int((time.monotonic() - self.engine.last_apply_monotonic) * 1000))
         if record is not None:
             response.record.CopyFrom(record_to_pb(record))
+        return response.SerializeToString()
+
+    def _linearize(self, context: grpc.ServicerContext) -> None:
+        """Leader + a committed barrier: what is read next reflects every write acknowledged before."""
+        self._require_leader(context)
+        barrier = self.engine.read_barrier()
+        try:
+            barrier.result(timeout=_deadline(context))
+        except FutureTimeout:
+            _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "read barrier did not commit in time")
+        except NotCommitted as exc:
+            _abort(context, grpc.StatusCode.UNAVAILABLE, f"read barrier failed: {exc}", self.engine.leader_id)
+
+    # ----- List -----
+    def list(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        self._authenticate("List", raw, context)
+        request = self._parse(api.ListRequest(), raw, context)
+        collection = COLLECTIONS.get(request.collection)
+        if collection is None:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                   f"unknown collection {request.collection!r} (one of: {', '.join(sorted(COLLECTIONS))})")
+        if request.limit > MAX_LIST_LIMIT:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"limit must be at most {MAX_LIST_LIMIT}")
+        if len(request.prefix) > 512 or len(request.page_token) > 512:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "prefix and page token are at most 512 bytes")
+        if request.consistency == api.LINEARIZABLE:
+            self._linearize(context)
+        db, field = collection
+        limit = request.limit or DEFAULT_LIST_LIMIT
+        prefix = request.prefix.encode()
+        after = request.page_token.encode()
+        response = api.ListResponse(served_by=self.node_id)
+        items = getattr(response, field)
+        last = b""
+        with self.store.read() as st:
+            response.applied_index = st.applied_index
+            for key, value in st.items(db, prefix, start=after + b"\0" if after else b""):
+                if len(items) == limit:
+                    response.next_page_token = last.decode()
+                    break
+                items.add().ParseFromString(value)
+                last = key
         return response.SerializeToString()
 
     # ----- Status -----
@@ -183,4 +223,5 @@ class FederationService:
             return grpc.unary_unary_rpc_method_handler(fn)
 
         return grpc.method_handlers_generic_handler(SERVICE, {
-            "Propose": unary(self.propose), "Get": unary(self.get), "Status": unary(self.status)})
+            "Propose": unary(self.propose), "Get": unary(self.get), "List": unary(self.list),
+            "Status": unary(self.status)})

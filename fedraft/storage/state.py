@@ -93,10 +93,10 @@ class StateTxn:
     def delete(self, db: bytes, key: bytes) -> bool:
         return bool(self.txn.delete(key, db=self._dbs[db]))
 
-    def items(self, db: bytes, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        """(key, value) pairs of `db` whose key starts with `prefix`, in key order."""
+    def items(self, db: bytes, prefix: bytes = b"", start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs of `db` whose key starts with `prefix`, in key order, from `start` on."""
         cursor = self.txn.cursor(db=self._dbs[db])
-        if not cursor.set_range(prefix):
+        if not cursor.set_range(max(prefix, start)):
             return
         for key, value in cursor:
             if not bytes(key).startswith(prefix):
@@ -261,6 +261,8 @@ class StateStore:
         for a in self.genesis.admins:
             st.put_principal(pb.Principal(key_id=key_id_of(a.public_key), public_key=a.public_key,
                                           pool=a.pool, role="admin", name=a.name))
+        governance_schema.seed(st, self.genesis)
+        placement_schema.seed(st, self.genesis)
         st.set_meta_bytes(M_SEEDED, self.genesis.cluster_id)
         st.set_meta_int(M_APPLIED, 0)
         st.set_meta_bytes(M_HEAD, GENESIS_HEAD)

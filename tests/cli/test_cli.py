@@ -217,4 +217,5 @@ def test_profile_shows_the_resolved_target(tmp_path: Path) -> None:
     assert doc["cluster_id"] == hashlib.sha256((tmp_path / "fed" / "genesis.json").read_bytes()).hexdigest()
     result = fedraft("profile", "--config", "fed/hq/node.toml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "127.0.0.1:7400" in result.stdout and "7410" not in result.stdout
+    # this node first, then the other voters' APIs, so writes from a follower's host find the leader
+    assert "endpoints:      127.0.0.1:7400, 127.0.0.1:7420, 127.0.0.1:7410" in result.stdout

@@ -67,7 +67,8 @@ def test_explicit_target_without_profile(tmp_path: Path) -> None:
 def test_node_config_shortcut(fed: FederationLayout) -> None:
     node = fed.node("gpu-dc")
     target = common.resolve_target(_target_args("--config", str(node.config)))
-    assert target.endpoints == (node.api_listen,)
+    others = sorted((n for n in fed.nodes if n.node_id != "gpu-dc"), key=lambda n: n.node_id)
+    assert target.endpoints == (node.api_listen, *(n.api_listen for n in others))
     assert target.key_path == node.key
     assert target.ca_cert.resolve() == fed.ca_cert
     assert target.cluster_id == fed.cluster_id

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
-from fedraft.consensus.handlers import core, placement
+from fedraft.consensus.handlers import core, governance, placement
 from fedraft.consensus.handlers.context import ApplyContext, EntryScope, Rule, TickContext
 from fedraft.domain import commands as c
 from fedraft.storage.state import StateTxn
 
-TICKERS: tuple[Callable[[TickContext], None], ...] = (*placement.TICKERS,)
-DEADLINES: tuple[Callable[[StateTxn, int], int | None], ...] = (*placement.DEADLINES,)
+TICKERS: tuple[Callable[[TickContext], None], ...] = (*governance.TICKERS, *placement.TICKERS)
+DEADLINES: tuple[Callable[[StateTxn, int], int | None], ...] = (*governance.DEADLINES, *placement.DEADLINES)
 
 
 def _tick(ctx: ApplyContext, _command: c.Command) -> pb.Result:
@@ -26,7 +26,7 @@ def _tick(ctx: ApplyContext, _command: c.Command) -> pb.Result:
     return ctx.result()
 
 
-RULES: dict[type[c.Command], Rule] = {**core.RULES, **placement.RULES, c.Tick: Rule(_tick)}
+RULES: dict[type[c.Command], Rule] = {**core.RULES, **governance.RULES, **placement.RULES, c.Tick: Rule(_tick)}
 
 __all__ = ["RULES", "ApplyContext", "EntryScope", "Rule", "TickContext", "next_deadline", "static_problem"]
 

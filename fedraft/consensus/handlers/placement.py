@@ -1,13 +1,259 @@
-"""Apply rules of the placement area (SPEC §5, §7): filled in as the area's commands land."""
+"""Apply rules of the placement area (SPEC §5, §7): pool reports, pool control, workloads, Ticks.
+
+The scheduler runs here, inside apply: every node makes the same decision from the same entry. One
+FederationView is built per entry (lazily, by the first envelope that needs it) and kept up to date
+as the entry's envelopes change pools and workloads; every change is also written to the state.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
-from fedraft.consensus.handlers.context import Rule, TickContext
+from fedraft._proto.fedraft.v1 import entries_pb2 as pb
+from fedraft._proto.fedraft.v1 import placement_pb2 as ppb
+from fedraft.consensus.handlers.context import ApplyContext, EntryScope, Rule, TickContext
 from fedraft.domain import commands as c
+from fedraft.domain.outcome import Code
+from fedraft.domain.placement import commands as pc
+from fedraft.domain.placement import health, lifecycle, orchestration
+from fedraft.domain.placement.model import Move, Phase, Policy, Pool, Workload
+from fedraft.domain.roles import Role
+from fedraft.domain.scheduler.explain import encode_explanation
+from fedraft.domain.scheduler.stack import place
+from fedraft.domain.scheduler.view import FederationView
+from fedraft.storage import governance_schema as gov
+from fedraft.storage import placement_schema as schema
 from fedraft.storage.state import StateTxn
 
-RULES: dict[type[c.Command], Rule] = {}
-TICKERS: tuple[Callable[[TickContext], None], ...] = ()
-DEADLINES: tuple[Callable[[StateTxn, int], int | None], ...] = ()
+_VIEW = "placement.view"
+
+
+def _view(st: StateTxn, scope: EntryScope) -> FederationView:
+    view = scope.caches.get(_VIEW)
+    if view is None:
+        pairings = [(p.pool_a, p.pool_b, p.trust) for p in gov.pairings(st) if p.active]
+        view = FederationView.build(schema.pools(st), schema.workloads(st), pairings, ())
+        scope.caches[_VIEW] = view
+    assert isinstance(view, FederationView)
+    return view
+
+
+def _save_pool(ctx: ApplyContext | TickContext, pool: Pool) -> None:
+    schema.put_pool(ctx.st, pool)
+    view = ctx.scope.caches.get(_VIEW)
+    if isinstance(view, FederationView):
+        view.set_pool(pool)
+
+
+def _save_workload(ctx: ApplyContext | TickContext, before: Workload | None, after: Workload) -> None:
+    """Write the workload and keep the view's bookings in step with its placement."""
+    schema.put_workload(ctx.st, after)
+    view = ctx.scope.caches.get(_VIEW)
+    if not isinstance(view, FederationView):
+        return
+    if before is not None and before.phase.holds_resources:
+        view.release(before.id)
+    if after.phase.holds_resources:
+        view.book(after)
+
+
+def _result(ctx: ApplyContext, w: Workload, preempted: tuple[str, ...] = ()) -> pb.Result:
+    result = ctx.result()
+    pr = ppb.PlacementResult(workload_id=w.id, phase=w.phase.value, preempted=list(preempted))
+    if w.placement is not None:
+        pr.pool, pr.worker, pr.gpus[:] = w.placement.pool, w.placement.worker, list(w.placement.gpus)
+    result.placement.CopyFrom(pr)
+    if w.phase is Phase.PENDING:
+        result.message = w.reason
+    return result
+
+
+def _is(ctx: ApplyContext, *roles: Role) -> bool:
+    try:
+        return Role.parse(ctx.principal.role) in roles
+    except ValueError:
+        return False
+
+
+def _own_pool(ctx: ApplyContext, pool_id: str) -> pb.Result | Pool:
+    """The pool a node or agent reports for: it must be its own, and it must exist."""
+    if ctx.principal.pool != pool_id:
+        return ctx.refuse(Code.PERMISSION_DENIED, f"a node of pool {ctx.principal.pool} cannot report for {pool_id}")
+    pool = schema.get_pool(ctx.st, pool_id)
+    if pool is None:
+        return ctx.refuse(Code.NOT_FOUND, f"pool {pool_id} is not registered")
+    return pool
+
+
+def _heartbeat(ctx: ApplyContext, command: c.Command) -> pb.Result:
+    assert isinstance(command, pc.PoolHeartbeat)
+    pool = _own_pool(ctx, command.pool)
+    if isinstance(pool, pb.Result):
+        return pool
+    _save_pool(ctx, health.on_heartbeat(pool, ctx.now_ms, schema.policy(ctx.st)))
+    return ctx.result()
+
+
+def _inventory(ctx: ApplyContext, command: c.Command) -> pb.Result:
+    assert isinstance(command, pc.ReportInventory)
+    pool = _own_pool(ctx, command.pool)
+    if isinstance(pool, pb.Result):
+        return pool
+    updated = replace(pool, inventory=command.inventory, region=command.region, tier=command.tier,
+                      labels=command.labels)
+    _save_pool(ctx, health.on_heartbeat(updated, ctx.now_ms, schema.policy(ctx.st)))
+    return ctx.result()
+
+
+def _submit(ctx: ApplyContext, command: c.Command) -> pb.Result:
+    assert isinstance(command, pc.Submit)
+    if schema.get_workload(ctx.st, command.workload_id) is not None:
+        return ctx.refuse(Code.ALREADY_EXISTS, f"workload {command.workload_id} exists")
+    if schema.get_pool(ctx.st, ctx.principal.pool) is None:
+        return ctx.refuse(Code.FAILED_PRECONDITION, f"the submitter's pool {ctx.principal.pool} is not registered")
+    policy = schema.policy(ctx.st)
+    view = _view(ctx.st, ctx.scope)
+    workload = Workload(command.workload_id, command.spec, ctx.principal.pool, submitted_index=ctx.index)
+    decision = place(view, workload, index=ctx.index, request_id=ctx.request_id, policy=policy)
+    for victim_id in decision.preempted:
+        victim = schema.get_workload(ctx.st, victim_id)
+        if victim is None:  # pragma: no cover - the view only knows stored workloads
+            continue
+        evicted = lifecycle.transition(victim, Phase.PENDING, f"preempted by {workload.id}")
+        if isinstance(evicted, str):  # pragma: no cover - every resource-holding phase may go PENDING
+            continue
+        assert victim.placement is not None
+        evicted = lifecycle.record_move(evicted, Move(ctx.now_ms, ctx.index, victim.placement.pool, "",
+                                                      f"preempted by {workload.id}"))
+        _save_workload(ctx, victim, evicted)
+    explanation = encode_explanation(decision.explanation)
+    if decision.placement is None:
+        placed = replace(workload, reason="no pool fits", explanation=explanation)
+    else:
+        moved = lifecycle.transition(workload, Phase.PLACED, "", decision.placement)
+        assert not isinstance(moved, str)
+        placed = replace(moved, home_pool=decision.placement.pool, placed_ms=ctx.now_ms, explanation=explanation)
+    _save_workload(ctx, None, placed)
+    return _result(ctx, placed, decision.preempted)
+
+
+def _cancel(ctx: ApplyContext, command: c.Command) -> pb.Result:
+    assert isinstance(command, pc.Cancel)
+    w = schema.get_workload(ctx.st, command.workload_id)
+    if w is None:
+        return ctx.refuse(Code.NOT_FOUND, f"workload {command.workload_id} does not exist")
+    if ctx.principal.pool != w.submitter_pool and not _is(ctx, Role.ADMIN):
+        return ctx.refuse(Code.PERMISSION_DENIED, f"only pool {w.submitter_pool} or an admin may cancel {w.id}")
+    after = lifecycle.transition(w, Phase.CANCELLED, f"cancelled by {ctx.principal.name or ctx.principal.pool}")
+    if isinstance(after, str):
+        return ctx.refuse(Code.FAILED_PRECONDITION, after)
+    _save_workload(ctx, w, after)
+    return _result(ctx, after)
+
+
+def _report(ctx: ApplyContext, command: c.Command) -> pb.Result:
+    assert isinstance(command, pc.ReportStatus)
+    w = schema.get_workload(ctx.st, command.workload_id)
+    if w is None:
+        return ctx.refuse(Code.NOT_FOUND, f"workload {command.workload_id} does not exist")
+    after = lifecycle.report(w, ctx.principal.pool, command.phase, command.message)
+    if isinstance(after, str):
+        return ctx.refuse(Code.FAILED_PRECONDITION, after)
+    _save_workload(ctx, w, after)
+    return _result(ctx, after)
+
+
+def _migrate(ctx: ApplyContext, command: c.Command) -> pb.Result:
+    assert isinstance(command, pc.Migrate)
+    w = schema.get_workload(ctx.st, command.workload_id)
+    if w is None:
+        return ctx.refuse(Code.NOT_FOUND, f"workload {command.workload_id} does not exist")
+    if w.placement is None or not w.phase.holds_resources:
+        return ctx.refuse(Code.FAILED_PRECONDITION, f"workload {w.id} is {w.phase.value}, not placed")
+    source = w.placement.pool
+    if command.to_pool and schema.get_pool(ctx.st, command.to_pool) is None:
+        return ctx.refuse(Code.NOT_FOUND, f"pool {command.to_pool} is not registered")
+    if command.to_pool == source:
+        return ctx.refuse(Code.INVALID_ARGUMENT, f"workload {w.id} already runs on {source}")
+    if not _is(ctx, Role.ADMIN) and ctx.principal.pool not in (source, w.submitter_pool):
+        return ctx.refuse(Code.PERMISSION_DENIED, f"an operator of {source} or {w.submitter_pool} may migrate {w.id}")
+    view = _view(ctx.st, ctx.scope)
+    policy = schema.policy(ctx.st)
+    others = frozenset(p.id for p in view.pools() if p.id != command.to_pool)
+    avoid = others if command.to_pool else frozenset({source})
+    view.release(w.id)
+    decision = place(view, w, index=ctx.index, request_id=ctx.request_id, policy=policy, avoid=avoid)
+    view.book(w)
+    if decision.placement is None or decision.preempted:
+        refusals = "; ".join(f"{pool}: {why}" for r in decision.explanation.refused for pool, why in r.examples[:2])
+        return ctx.refuse(Code.RESOURCE_EXHAUSTED,
+                          f"no room for {w.id} on {command.to_pool or 'another pool'}"
+                          + (f" ({refusals})" if refusals else ""))
+    to_phase = lifecycle.landing_phase(w.phase, source_down=False)
+    after = lifecycle.transition(w, to_phase, f"migrated by {ctx.principal.name or ctx.principal.pool}",
+                                 decision.placement)
+    if isinstance(after, str):
+        return ctx.refuse(Code.FAILED_PRECONDITION, after)
+    after = lifecycle.record_move(after, Move(ctx.now_ms, ctx.index, source, decision.placement.pool, "migrate"))
+    _save_workload(ctx, w, replace(after, explanation=encode_explanation(decision.explanation)))
+    return _result(ctx, after)
+
+
+def _pool_control(ctx: ApplyContext, command: c.Command) -> pb.Result:
+    assert isinstance(command, pc.PoolControl)
+    if not _is(ctx, Role.ADMIN) and ctx.principal.pool != command.pool:
+        return ctx.refuse(Code.PERMISSION_DENIED, f"an operator of {command.pool} or an admin may {command.action} it")
+    pool = schema.get_pool(ctx.st, command.pool)
+    if pool is None:
+        return ctx.refuse(Code.NOT_FOUND, f"pool {command.pool} is not registered")
+    if command.action == "cordon":
+        updated = replace(pool, cordoned=True)
+    elif command.action == "uncordon":
+        updated = replace(pool, cordoned=False, drain_started_ms=None)
+    else:
+        if pool.drain_started_ms is not None:
+            return ctx.refuse(Code.ALREADY_EXISTS, f"pool {pool.id} is draining since {pool.drain_started_ms}")
+        # A drained pool stays cordoned after its work has left, until an operator uncordons it.
+        drained, changed = orchestration.start_drain(pool, schema.workloads(ctx.st), ctx.now_ms)
+        updated = replace(drained, cordoned=True)
+        for w in changed:
+            _save_workload(ctx, schema.get_workload(ctx.st, w.id), w)
+    _save_pool(ctx, updated)
+    return ctx.result()
+
+
+def _tick(ctx: TickContext) -> None:
+    policy = schema.policy(ctx.st)
+    view = _view(ctx.st, ctx.scope)
+    workloads = tuple(schema.workloads(ctx.st))
+    plan = orchestration.plan_tick(view, workloads, ctx.now_ms, ctx.term_start_ms, ctx.index, policy)
+    for pool in plan.pools:
+        schema.put_pool(ctx.st, pool)
+    for w in plan.workloads:
+        schema.put_workload(ctx.st, w)
+    ctx.scope.caches.pop(_VIEW, None)  # later envelopes of this entry rebuild it from the state
+
+
+def _deadline(st: StateTxn, term_start_ms: int) -> int | None:
+    return orchestration.next_deadline(tuple(schema.pools(st)), tuple(schema.workloads(st)), term_start_ms,
+                                       schema.policy(st))
+
+
+def _check(command: c.Command) -> str | None:
+    return pc.static_problem(command)
+
+
+RULES: dict[type[c.Command], Rule] = {
+    pc.PoolHeartbeat: Rule(_heartbeat, _check),
+    pc.ReportInventory: Rule(_inventory, _check),
+    pc.Submit: Rule(_submit, _check),
+    pc.Cancel: Rule(_cancel, _check),
+    pc.ReportStatus: Rule(_report, _check),
+    pc.Migrate: Rule(_migrate, _check),
+    pc.PoolControl: Rule(_pool_control, _check),
+}
+TICKERS: tuple[Callable[[TickContext], None], ...] = (_tick,)
+DEADLINES: tuple[Callable[[StateTxn, int], int | None], ...] = (_deadline,)
+
+__all__ = ["DEADLINES", "RULES", "TICKERS", "Policy"]

@@ -5,6 +5,8 @@ The public API: fedraft.v1.Federation (SPEC §8)."""
 
 from collections import abc as _abc
 from fedraft._proto.fedraft.v1 import entries_pb2 as _entries_pb2
+from fedraft._proto.fedraft.v1 import governance_pb2 as _governance_pb2
+from fedraft._proto.fedraft.v1 import placement_pb2 as _placement_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -137,6 +139,85 @@ class GetResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetResponse: _TypeAlias = GetResponse  # noqa: Y015
+
+@_typing.final
+class ListRequest(_message.Message):
+    """One page of a replicated collection, in key order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    PREFIX_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_FIELD_NUMBER: _builtins.int
+    collection: _builtins.str
+    """registry, pools, workloads, pairings"""
+    prefix: _builtins.str
+    """only keys starting with this"""
+    page_token: _builtins.str
+    """next_page_token of the previous page; empty for the first"""
+    limit: _builtins.int
+    """0: 100; at most 1000"""
+    consistency: Global___Consistency.ValueType
+    def __init__(
+        self,
+        *,
+        collection: _builtins.str = ...,
+        prefix: _builtins.str = ...,
+        page_token: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        consistency: Global___Consistency.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "consistency", b"consistency", "limit", b"limit", "page_token", b"page_token", "prefix", b"prefix"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRequest: _TypeAlias = ListRequest  # noqa: Y015
+
+@_typing.final
+class ListResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    POOLS_FIELD_NUMBER: _builtins.int
+    WORKLOADS_FIELD_NUMBER: _builtins.int
+    PAIRINGS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    APPLIED_INDEX_FIELD_NUMBER: _builtins.int
+    SERVED_BY_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """empty on the last page"""
+    applied_index: _builtins.int
+    served_by: _builtins.str
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[_entries_pb2.RegistryRecord]: ...
+    @_builtins.property
+    def pools(self) -> _containers.RepeatedCompositeFieldContainer[_placement_pb2.PoolRecord]: ...
+    @_builtins.property
+    def workloads(self) -> _containers.RepeatedCompositeFieldContainer[_placement_pb2.WorkloadRecord]: ...
+    @_builtins.property
+    def pairings(self) -> _containers.RepeatedCompositeFieldContainer[_governance_pb2.PairingRecord]: ...
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[_entries_pb2.RegistryRecord] | None = ...,
+        pools: _abc.Iterable[_placement_pb2.PoolRecord] | None = ...,
+        workloads: _abc.Iterable[_placement_pb2.WorkloadRecord] | None = ...,
+        pairings: _abc.Iterable[_governance_pb2.PairingRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+        applied_index: _builtins.int = ...,
+        served_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "next_page_token", b"next_page_token", "pairings", b"pairings", "pools", b"pools", "records", b"records", "served_by", b"served_by", "workloads", b"workloads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListResponse: _TypeAlias = ListResponse  # noqa: Y015
 
 @_typing.final
 class StatusRequest(_message.Message):

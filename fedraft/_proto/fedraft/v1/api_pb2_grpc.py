@@ -44,6 +44,11 @@ class FederationStub:
                 request_serializer=fedraft_dot_v1_dot_api__pb2.GetRequest.SerializeToString,
                 response_deserializer=fedraft_dot_v1_dot_api__pb2.GetResponse.FromString,
                 _registered_method=True)
+        self.List = channel.unary_unary(
+                '/fedraft.v1.Federation/List',
+                request_serializer=fedraft_dot_v1_dot_api__pb2.ListRequest.SerializeToString,
+                response_deserializer=fedraft_dot_v1_dot_api__pb2.ListResponse.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/fedraft.v1.Federation/Status',
                 request_serializer=fedraft_dot_v1_dot_api__pb2.StatusRequest.SerializeToString,
@@ -61,6 +66,12 @@ class FederationServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Get(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def List(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -84,6 +95,11 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.Get,
                     request_deserializer=fedraft_dot_v1_dot_api__pb2.GetRequest.FromString,
                     response_serializer=fedraft_dot_v1_dot_api__pb2.GetResponse.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=fedraft_dot_v1_dot_api__pb2.ListRequest.FromString,
+                    response_serializer=fedraft_dot_v1_dot_api__pb2.ListResponse.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -145,6 +161,33 @@ class Federation:
             '/fedraft.v1.Federation/Get',
             fedraft_dot_v1_dot_api__pb2.GetRequest.SerializeToString,
             fedraft_dot_v1_dot_api__pb2.GetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedraft.v1.Federation/List',
+            fedraft_dot_v1_dot_api__pb2.ListRequest.SerializeToString,
+            fedraft_dot_v1_dot_api__pb2.ListResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x64raft/v1/governance.proto\x12\nfedraft.v1\"5\n\x07\x41pprove\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\x16\n\x0e\x63ommand_digest\x18\x02 \x01(\x0c\"F\n\x11GovernanceCommand\x12&\n\x07\x61pprove\x18\x01 \x01(\x0b\x32\x13.fedraft.v1.ApproveH\x00\x42\t\n\x07\x63ommand\"5\n\x10GovernanceResult\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\r\n\x05state\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x64raft/v1/governance.proto\x12\nfedraft.v1\"5\n\x07\x41pprove\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\x16\n\x0e\x63ommand_digest\x18\x02 \x01(\x0c\"+\n\tPairOffer\x12\x0f\n\x07to_pool\x18\x01 \x01(\t\x12\r\n\x05trust\x18\x02 \x01(\t\"\x1f\n\nPairAccept\x12\x11\n\tfrom_pool\x18\x01 \x01(\t\"\xa2\x01\n\x11GovernanceCommand\x12&\n\x07\x61pprove\x18\x01 \x01(\x0b\x32\x13.fedraft.v1.ApproveH\x00\x12+\n\npair_offer\x18\x02 \x01(\x0b\x32\x15.fedraft.v1.PairOfferH\x00\x12-\n\x0bpair_accept\x18\x03 \x01(\x0b\x32\x16.fedraft.v1.PairAcceptH\x00\x42\t\n\x07\x63ommand\"5\n\x10GovernanceResult\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\r\n\x05state\x18\x02 \x01(\t\"b\n\rPairingRecord\x12\x0e\n\x06pool_a\x18\x01 \x01(\t\x12\x0e\n\x06pool_b\x18\x02 \x01(\t\x12\r\n\x05trust\x18\x03 \x01(\t\x12\x12\n\noffered_by\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_APPROVE']._serialized_start=43
   _globals['_APPROVE']._serialized_end=96
-  _globals['_GOVERNANCECOMMAND']._serialized_start=98
-  _globals['_GOVERNANCECOMMAND']._serialized_end=168
-  _globals['_GOVERNANCERESULT']._serialized_start=170
-  _globals['_GOVERNANCERESULT']._serialized_end=223
+  _globals['_PAIROFFER']._serialized_start=98
+  _globals['_PAIROFFER']._serialized_end=141
+  _globals['_PAIRACCEPT']._serialized_start=143
+  _globals['_PAIRACCEPT']._serialized_end=174
+  _globals['_GOVERNANCECOMMAND']._serialized_start=177
+  _globals['_GOVERNANCECOMMAND']._serialized_end=339
+  _globals['_GOVERNANCERESULT']._serialized_start=341
+  _globals['_GOVERNANCERESULT']._serialized_end=394
+  _globals['_PAIRINGRECORD']._serialized_start=396
+  _globals['_PAIRINGRECORD']._serialized_end=494
 # @@protoc_insertion_point(module_scope)

@@ -45,22 +45,76 @@ class Approve(_message.Message):
 Global___Approve: _TypeAlias = Approve  # noqa: Y015
 
 @_typing.final
+class PairOffer(_message.Message):
+    """One half of a pairing, signed by an admin of the offering pool (its principal's pool)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TO_POOL_FIELD_NUMBER: _builtins.int
+    TRUST_FIELD_NUMBER: _builtins.int
+    to_pool: _builtins.str
+    trust: _builtins.str
+    """standard, high, max"""
+    def __init__(
+        self,
+        *,
+        to_pool: _builtins.str = ...,
+        trust: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["to_pool", b"to_pool", "trust", b"trust"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PairOffer: _TypeAlias = PairOffer  # noqa: Y015
+
+@_typing.final
+class PairAccept(_message.Message):
+    """The other half, signed by an admin of the pool the offer named."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_POOL_FIELD_NUMBER: _builtins.int
+    from_pool: _builtins.str
+    def __init__(
+        self,
+        *,
+        from_pool: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_pool", b"from_pool"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PairAccept: _TypeAlias = PairAccept  # noqa: Y015
+
+@_typing.final
 class GovernanceCommand(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     APPROVE_FIELD_NUMBER: _builtins.int
+    PAIR_OFFER_FIELD_NUMBER: _builtins.int
+    PAIR_ACCEPT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def approve(self) -> Global___Approve: ...
+    @_builtins.property
+    def pair_offer(self) -> Global___PairOffer: ...
+    @_builtins.property
+    def pair_accept(self) -> Global___PairAccept: ...
     def __init__(
         self,
         *,
         approve: Global___Approve | None = ...,
+        pair_offer: Global___PairOffer | None = ...,
+        pair_accept: Global___PairAccept | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["approve", b"approve", "command", b"command"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approve", b"approve", "command", b"command", "pair_accept", b"pair_accept", "pair_offer", b"pair_offer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approve", b"approve", "command", b"command"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approve", b"approve", "command", b"command", "pair_accept", b"pair_accept", "pair_offer", b"pair_offer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["approve"]  # noqa: Y015
+    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["approve", "pair_offer", "pair_accept"]  # noqa: Y015
     _WhichOneofArgType_command: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_command) -> _WhichOneofReturnType_command | None: ...
 
@@ -74,7 +128,7 @@ class GovernanceResult(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     pending_id: _builtins.bytes
     state: _builtins.str
-    """pending, executed, vetoed, expired"""
+    """pending, executed, vetoed, expired; for pairings: offered, active"""
     def __init__(
         self,
         *,
@@ -88,3 +142,39 @@ class GovernanceResult(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GovernanceResult: _TypeAlias = GovernanceResult  # noqa: Y015
+
+@_typing.final
+class PairingRecord(_message.Message):
+    """A pairing as the replicated state stores it, keyed by the sorted pool pair."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_A_FIELD_NUMBER: _builtins.int
+    POOL_B_FIELD_NUMBER: _builtins.int
+    TRUST_FIELD_NUMBER: _builtins.int
+    OFFERED_BY_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    pool_a: _builtins.str
+    """the lower pool id"""
+    pool_b: _builtins.str
+    trust: _builtins.str
+    offered_by: _builtins.str
+    """which pool made the standing offer"""
+    active: _builtins.bool
+    """both halves are in the log"""
+    def __init__(
+        self,
+        *,
+        pool_a: _builtins.str = ...,
+        pool_b: _builtins.str = ...,
+        trust: _builtins.str = ...,
+        offered_by: _builtins.str = ...,
+        active: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "offered_by", b"offered_by", "pool_a", b"pool_a", "pool_b", b"pool_b", "trust", b"trust"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PairingRecord: _TypeAlias = PairingRecord  # noqa: Y015
