@@ -204,7 +204,8 @@ def _place_samples(console: Any, cluster: DemoCluster, client: Any, timeout: flo
         result = client.submit(name, spec)
         p = result.placement
         index = max(index, result.index)
-        table.add_row(name, str(gpus), p.pool or "-", p.worker or "-", ", ".join(p.gpus) or "-",
+        units = f"{p.gpus[0]} … {p.gpus[-1]}" if len(p.gpus) > 2 else ", ".join(p.gpus)
+        table.add_row(name, str(gpus), p.pool or "-", p.worker or "-", units or "-",
                       p.phase + (f" ({result.message})" if result.message else ""))
     console.print(table)
     return index
