@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from heapq import nsmallest
 from typing import cast
 
@@ -42,13 +42,17 @@ class Request:
     @classmethod
     def of(cls, view: FederationView, workload: Workload, policy: Policy, avoid: frozenset[str]) -> Request:
         origin = view.pool(workload.submitter_pool)
+        spec = workload.spec
+        if min(spec.gpus, spec.gpu_memory_mb, spec.cpu_millis, spec.ram_mb) < 0:  # apply never raises: clamp
+            spec = replace(spec, gpus=max(0, spec.gpus), gpu_memory_mb=max(0, spec.gpu_memory_mb),
+                           cpu_millis=max(0, spec.cpu_millis), ram_mb=max(0, spec.ram_mb))
         return cls(
             workload_id=workload.id,
-            spec=workload.spec,
+            spec=spec,
             submitter=workload.submitter_pool,
             origin_region=origin.region if origin is not None else None,
-            trust_floor=max(workload.spec.min_trust, Trust.STANDARD),
-            exclude=frozenset(workload.spec.exclude_pools),
+            trust_floor=max(spec.min_trust, Trust.STANDARD),
+            exclude=frozenset(spec.exclude_pools),
             avoid=avoid,
             policy=policy,
         )

@@ -93,8 +93,11 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     policy = Policy(preemption=draw(st.booleans()), weights=weights, latencies=tuple(lat))
     steps: list[tuple[str, object]] = []
     for _ in range(draw(st.integers(1, 30))):
-        if steps and draw(st.integers(0, 6)) == 0:
+        roll = draw(st.integers(0, 9))
+        if steps and roll == 0:
             steps.append(("release", draw(st.integers(0, len(steps)))))
+        elif roll == 1:
+            steps.append(("pool", (draw(st.integers(0, len(ps) - 1)), draw(st.sampled_from(CHANGES)))))
         else:
             submitter = draw(st.sampled_from([*ids, *ids, "ghost"]))
             avoid = frozenset(draw(st.sampled_from(((), (), (), (ids[-1],)))))
@@ -191,7 +194,24 @@ def build(sc: Scenario, shuffle: random.Random | None) -> FederationView:
     return FederationView.build(ps, (), pairs, reps)
 
 
+CHANGES = ("down", "up", "cordon", "uncordon", "sick", "region")
+
+
+def changed(pool: Pool, change: str) -> Pool:
+    """A pool after a health, cordon, inventory or region change (what set_pool is for)."""
+    if change in ("down", "up"):
+        return replace(pool, status=PoolHealth(health=Health.DOWN if change == "down" else Health.UP))
+    if change in ("cordon", "uncordon"):
+        return replace(pool, cordoned=change == "cordon")
+    if change == "region":
+        return replace(pool, region=REGIONS[(REGIONS.index(pool.region) + 1) % len(REGIONS)])
+    workers = tuple(replace(w, gpus=tuple(replace(g, healthy=False) if i == 0 else g for i, g in enumerate(w.gpus)))
+                    for w in pool.inventory.workers)
+    return replace(pool, inventory=Inventory(workers))
+
+
 def run(sc: Scenario, view: FederationView, *, check: bool) -> list[bytes]:
+    sc = replace(sc, pools=list(sc.pools))
     booked: dict[str, Workload] = {}
     out: list[bytes] = []
     submitted: list[Workload] = []
@@ -201,6 +221,11 @@ def run(sc: Scenario, view: FederationView, *, check: bool) -> list[bytes]:
             if arg < len(submitted):
                 view.release(submitted[arg].id)
                 booked.pop(submitted[arg].id, None)
+            continue
+        if kind == "pool":
+            at, change = arg  # type: ignore[misc]
+            sc.pools[at] = changed(sc.pools[at], change)
+            view.set_pool(sc.pools[at])
             continue
         spec, submitter, avoid = arg  # type: ignore[misc]
         w = Workload(f"w{n:02d}", spec, submitter, submitted_index=n + 1)

@@ -154,3 +154,9 @@ def test_decisions_do_not_depend_on_string_hash_seeds() -> None:
         for seed in ("1", "2", "3")
     }
     assert len(digests) == 1
+
+
+def test_a_malformed_spec_does_not_raise() -> None:
+    v = view(pool("home"))
+    d = place(v, workload("x", gpus=-1, cpu_millis=-5, gpu_memory_mb=-1), index=1, request_id=b"r", policy=POLICY)
+    assert d.placement is not None and d.placement.gpus == ()
