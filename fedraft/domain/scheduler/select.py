@@ -22,8 +22,14 @@ def tie_key(index: int, request_id: bytes, pool_id: str) -> bytes:
 
 def tie_order(index: int, request_id: bytes, ids: Iterable[str]) -> list[str]:
     """Tied pools in tie-break order: by sha256(index || request_id || id), then id."""
-    prefix = index.to_bytes(8, "big") + request_id
-    return sorted(ids, key=lambda p: (sha256(prefix + p.encode()).digest(), p))
+    start = sha256(index.to_bytes(8, "big") + request_id)
+
+    def key(pool_id: str) -> tuple[bytes, str]:
+        h = start.copy()
+        h.update(pool_id.encode())
+        return h.digest(), pool_id
+
+    return sorted(ids, key=key)
 
 
 @dataclass(frozen=True)
