@@ -95,8 +95,9 @@ class FederationView:
         replicas: Iterable[tuple[str, str]],
     ) -> FederationView:
         view = cls()
-        for a, b, level in sorted(pairings):
+        for a, b, level in sorted(pairings):  # a pair listed twice keeps its highest level
             if a != b:
+                level = max(level, view._trust.get(a, {}).get(b, Trust.NONE))
                 view._trust.setdefault(a, {})[b] = level
                 view._trust.setdefault(b, {})[a] = level
         holders: dict[str, list[str]] = {}
@@ -278,13 +279,6 @@ class FederationView:
         w = index.workers.get(worker) if index else None
         return w.free if w else []
 
-    def gpu(self, pool_id: str, worker: str, uuid: str) -> Gpu | None:
-        index = self._index.get(pool_id)
-        w = index.workers.get(worker) if index else None
-        return w.gpus.get(uuid) if w else None
-
-    # -- bookings ------------------------------------------------------------------------------
-
     def book(self, workload: Workload) -> None:
         """Mark the workload's placement as used (re-booking an id replaces its old booking).
 
@@ -408,9 +402,6 @@ class FederationView:
     def running_on(self, pool_id: str) -> tuple[Workload, ...]:
         """Resource-holding workloads placed on the pool, sorted by id."""
         return tuple(self._booked[i] for i in sorted(self._running.get(pool_id, ())))
-
-    def running_count(self, pool_id: str) -> int:
-        return len(self._running.get(pool_id, ()))
 
     def submitter_count(self, submitter_pool: str, pool_id: str) -> int:
         """How many booked workloads of `submitter_pool` run on `pool_id` (spread scoring)."""
