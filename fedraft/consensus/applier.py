@@ -10,13 +10,13 @@ sent: a bad entry or envelope becomes a rejection, the same on every node.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
 from fedraft.consensus.handlers import RULES, ApplyContext, EntryScope
-from fedraft.consensus.validation import Refused, check_envelope
+from fedraft.consensus.validation import Checked, Refused, check_envelope
 from fedraft.crypto.chain import next_head
 from fedraft.crypto.signing import CTX_ENTRY, SIG_LEN, key_id_of, verify
 from fedraft.domain.commands import Barrier, Tick
@@ -45,15 +45,42 @@ DEDUP_PRUNE_PER_ENTRY = 256
 
 
 @dataclass(frozen=True)
+class EnvelopeSummary:
+    """What the audit journal says of one applied envelope (never used to decide anything)."""
+
+    command: str         # the command's NAME; the envelope's wire field if it did not decode; "" if unknown
+    principal_name: str  # the author as the state knew it at apply; "" if the key is unknown
+    principal_pool: str
+    principal_role: str
+
+
+@dataclass(frozen=True)
 class AppliedEntry:
     index: int
     results: list[pb.Result]
     # (author key id, request id) of each envelope, aligned with results; None where unknown
     requests: list[tuple[bytes, bytes] | None]
+    # command name and author of each envelope, aligned with results; None where the entry did not decode
+    envelopes: list[EnvelopeSummary | None] = field(default_factory=list)
 
 
 def _result(code: Code, message: str, index: int, ordinal: int) -> pb.Result:
     return pb.Result(code=int(code), message=message, index=index, ordinal=ordinal)
+
+
+def _summary(st: StateTxn, signed_env: pb.Signed, verdict: Checked | Refused) -> EnvelopeSummary:
+    if isinstance(verdict, Checked):
+        p: pb.Principal | None = verdict.principal
+        name = verdict.command.NAME
+    else:
+        p = st.principal(bytes(signed_env.key_id))
+        env = verdict.envelope
+        kind = env.WhichOneof("command") if env is not None else None
+        inner = getattr(env, kind).WhichOneof("command") if kind in ("governance", "placement") else None
+        name = inner or kind or ""
+    if p is None:
+        return EnvelopeSummary(name, "", "", "")
+    return EnvelopeSummary(name, p.name, p.pool, p.role)
 
 
 class Applier:
@@ -68,11 +95,13 @@ class Applier:
         st = self.store.writer()
         if index <= st.applied_index:
             return None
-        results, requests = self._apply_entry(st, index, slot_term, signed_entry)
+        summaries: list[EnvelopeSummary | None] = []
+        results, requests = self._apply_entry(st, index, slot_term, signed_entry, summaries)
         st.archive_put(index, signed_entry)
         st.set_meta_bytes(M_HEAD, next_head(st.chain_head, signed_entry))
         st.set_meta_int(M_APPLIED, index)
-        return AppliedEntry(index, results, requests)
+        summaries += [None] * (len(results) - len(summaries))  # an entry rejected as a whole
+        return AppliedEntry(index, results, requests, summaries)
 
     def _reject_all(self, entry: pb.LogEntry | None, index: int,
                     why: str) -> tuple[list[pb.Result], list[tuple[bytes, bytes] | None]]:
@@ -81,8 +110,9 @@ class Applier:
         return ([_result(Code.UNAVAILABLE, f"entry rejected: {why}", index, i) for i in range(count)],
                 [None for _ in range(count)])
 
-    def _apply_entry(self, st: StateTxn, index: int, slot_term: int,
-                     signed_entry: bytes) -> tuple[list[pb.Result], list[tuple[bytes, bytes] | None]]:
+    def _apply_entry(self, st: StateTxn, index: int, slot_term: int, signed_entry: bytes,
+                     summaries: list[EnvelopeSummary | None]) -> tuple[list[pb.Result],
+                                                                       list[tuple[bytes, bytes] | None]]:
         signed = pb.Signed()
         entry = pb.LogEntry()
         try:
@@ -126,6 +156,7 @@ class Applier:
             verdict = check_envelope(st, signed_env, self.cluster_id, now)
             requests.append((bytes(signed_env.key_id), bytes(verdict.envelope.request_id))
                             if verdict.envelope is not None else None)
+            summaries.append(_summary(st, signed_env, verdict))
             if isinstance(verdict, Refused):
                 result = _result(verdict.code, verdict.message, index, ordinal)
                 if verdict.remember and verdict.envelope is not None:
