@@ -286,6 +286,7 @@ class RaftEngine:
         """SPEC D6: the leader appends a Tick only when a stored deadline is due, at most once per gap."""
         last_tick_ms = 0
         in_flight: Future[pb.Result] | None = None
+        cached_at, due = -1, None
         # Its own event, not the queue's condition: a notify() meant for the batcher must never wake this.
         while not self._stop_event.wait(self.tuning.deadline_check_s):
             if not self.is_leader or self.halted or (in_flight is not None and not in_flight.done()):
@@ -295,7 +296,9 @@ class RaftEngine:
                 continue
             try:
                 with self.store.read() as st:
-                    due = next_deadline(st, st.meta_int(M_TERM_START))
+                    # The deadline is a function of the state: recompute only when the state moved on.
+                    if st.applied_index != cached_at:
+                        cached_at, due = st.applied_index, next_deadline(st, st.meta_int(M_TERM_START))
             except Exception:  # a read racing a snapshot install: look again next round
                 log.debug("deadline check failed", exc_info=True)
                 continue

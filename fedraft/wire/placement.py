@@ -153,6 +153,8 @@ def workload_to_pb(w: Workload) -> ppb.WorkloadRecord:
                                                    gpus=list(w.placement.gpus)))
     if w.last_load_move_ms is not None:
         rec.last_load_move_ms = w.last_load_move_ms
+    if w.tried_ms is not None:
+        rec.tried_ms = w.tried_ms
     return rec
 
 
@@ -165,4 +167,4 @@ def workload_from_pb(r: ppb.WorkloadRecord) -> Workload:
         submitted_index=r.submitted_index, placed_ms=r.placed_ms,
         last_load_move_ms=r.last_load_move_ms if r.HasField("last_load_move_ms") else None,
         moves=tuple(Move(m.at_ms, m.index, m.from_pool, m.to_pool, m.reason) for m in r.moves),
-        reason=r.reason, explanation=r.explanation)
+        reason=r.reason, explanation=r.explanation, tried_ms=r.tried_ms if r.HasField("tried_ms") else None)

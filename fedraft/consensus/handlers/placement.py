@@ -115,7 +115,8 @@ def _submit(ctx: ApplyContext, command: c.Command) -> pb.Result:
     policy = schema.policy(ctx.st)
     view = _view(ctx.st, ctx.scope)
     workload = Workload(command.workload_id, command.spec, ctx.principal.pool, submitted_index=ctx.index)
-    decision = place(view, workload, index=ctx.index, request_id=ctx.request_id, policy=policy)
+    flapping = health.flapping_pools(view.pools(), ctx.now_ms, policy)
+    decision = place(view, workload, index=ctx.index, request_id=ctx.request_id, policy=policy, avoid=flapping)
     for victim_id in decision.preempted:
         victim = schema.get_workload(ctx.st, victim_id)
         if victim is None:  # pragma: no cover - the view only knows stored workloads
@@ -124,12 +125,13 @@ def _submit(ctx: ApplyContext, command: c.Command) -> pb.Result:
         if isinstance(evicted, str):  # pragma: no cover - every resource-holding phase may go PENDING
             continue
         assert victim.placement is not None
+        # as orchestration records it: the move's reason is the rule, the workload's reason names the winner
         evicted = lifecycle.record_move(evicted, Move(ctx.now_ms, ctx.index, victim.placement.pool, "",
-                                                      f"preempted by {workload.id}"))
+                                                      orchestration.PREEMPTED))
         _save_workload(ctx, victim, evicted)
     explanation = encode_explanation(decision.explanation)
     if decision.placement is None:
-        placed = replace(workload, reason="no pool fits", explanation=explanation)
+        placed = replace(workload, reason="no pool fits", explanation=explanation, tried_ms=ctx.now_ms)
     else:
         moved = lifecycle.transition(workload, Phase.PLACED, "", decision.placement)
         assert not isinstance(moved, str)
@@ -181,7 +183,8 @@ def _migrate(ctx: ApplyContext, command: c.Command) -> pb.Result:
     view = _view(ctx.st, ctx.scope)
     policy = schema.policy(ctx.st)
     others = frozenset(p.id for p in view.pools() if p.id != command.to_pool)
-    avoid = others if command.to_pool else frozenset({source})
+    avoid = (others if command.to_pool else frozenset({source})) | health.flapping_pools(view.pools(), ctx.now_ms,
+                                                                                      policy)
     view.release(w.id)
     decision = place(view, w, index=ctx.index, request_id=ctx.request_id, policy=policy, avoid=avoid)
     view.book(w)

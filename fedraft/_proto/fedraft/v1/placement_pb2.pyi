@@ -525,6 +525,7 @@ class WorkloadRecord(_message.Message):
     MOVES_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     EXPLANATION_FIELD_NUMBER: _builtins.int
+    TRIED_MS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     submitter_pool: _builtins.str
     phase: _builtins.str
@@ -534,6 +535,8 @@ class WorkloadRecord(_message.Message):
     last_load_move_ms: _builtins.int
     reason: _builtins.str
     explanation: _builtins.bytes
+    tried_ms: _builtins.int
+    """last placement attempt that found no pool (retry pacing)"""
     @_builtins.property
     def spec(self) -> Global___WorkloadSpec: ...
     @_builtins.property
@@ -555,18 +558,23 @@ class WorkloadRecord(_message.Message):
         moves: _abc.Iterable[Global___MoveRecord] | None = ...,
         reason: _builtins.str = ...,
         explanation: _builtins.bytes = ...,
+        tried_ms: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_last_load_move_ms", b"_last_load_move_ms", "_placement", b"_placement", "last_load_move_ms", b"last_load_move_ms", "placement", b"placement", "spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_last_load_move_ms", b"_last_load_move_ms", "_placement", b"_placement", "_tried_ms", b"_tried_ms", "last_load_move_ms", b"last_load_move_ms", "placement", b"placement", "spec", b"spec", "tried_ms", b"tried_ms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_last_load_move_ms", b"_last_load_move_ms", "_placement", b"_placement", "explanation", b"explanation", "home_pool", b"home_pool", "id", b"id", "last_load_move_ms", b"last_load_move_ms", "moves", b"moves", "phase", b"phase", "placed_ms", b"placed_ms", "placement", b"placement", "reason", b"reason", "spec", b"spec", "submitted_index", b"submitted_index", "submitter_pool", b"submitter_pool"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_last_load_move_ms", b"_last_load_move_ms", "_placement", b"_placement", "_tried_ms", b"_tried_ms", "explanation", b"explanation", "home_pool", b"home_pool", "id", b"id", "last_load_move_ms", b"last_load_move_ms", "moves", b"moves", "phase", b"phase", "placed_ms", b"placed_ms", "placement", b"placement", "reason", b"reason", "spec", b"spec", "submitted_index", b"submitted_index", "submitter_pool", b"submitter_pool", "tried_ms", b"tried_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__last_load_move_ms: _TypeAlias = _typing.Literal["last_load_move_ms"]  # noqa: Y015
     _WhichOneofArgType__last_load_move_ms: _TypeAlias = _typing.Literal["_last_load_move_ms", b"_last_load_move_ms"]  # noqa: Y015
     _WhichOneofReturnType__placement: _TypeAlias = _typing.Literal["placement"]  # noqa: Y015
     _WhichOneofArgType__placement: _TypeAlias = _typing.Literal["_placement", b"_placement"]  # noqa: Y015
+    _WhichOneofReturnType__tried_ms: _TypeAlias = _typing.Literal["tried_ms"]  # noqa: Y015
+    _WhichOneofArgType__tried_ms: _TypeAlias = _typing.Literal["_tried_ms", b"_tried_ms"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__last_load_move_ms) -> _WhichOneofReturnType__last_load_move_ms | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__placement) -> _WhichOneofReturnType__placement | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tried_ms) -> _WhichOneofReturnType__tried_ms | None: ...
 
 Global___WorkloadRecord: _TypeAlias = WorkloadRecord  # noqa: Y015
