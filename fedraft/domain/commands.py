@@ -1,8 +1,9 @@
 """Commands as the domain sees them: small frozen values decoded from signed envelopes.
 
-Every command class names itself (`NAME`, used in messages and role checks) and the roles that may
-issue it (`ROLES`). Areas (governance, placement) define their commands in their own modules on the
-same base; the wire layer maps each to its protobuf form.
+Every command class names itself (`NAME`, used in messages and role checks), the roles that may
+issue it (`ROLES`) and whether it is critical (`CRITICAL`: recorded as pending, executed only once
+every voter pool approved, SPEC §6). Areas (governance, placement) define their commands in their
+own modules on the same base; the wire layer maps each to its protobuf form.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ NODE_ONLY = frozenset({Role.NODE})
 class Command:
     NAME: ClassVar[str] = "command"
     ROLES: ClassVar[frozenset[Role]] = frozenset()
+    CRITICAL: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
