@@ -22,25 +22,43 @@ from fedraft.domain.roles import Role
 from fedraft.domain.scheduler.explain import encode_explanation
 from fedraft.domain.scheduler.stack import place
 from fedraft.domain.scheduler.view import FederationView
+from fedraft.storage import catalog_schema as catalog
 from fedraft.storage import governance_schema as gov
 from fedraft.storage import placement_schema as schema
 from fedraft.storage.state import StateTxn
 
 _VIEW = "placement.view"
+_FLAPPING = "placement.flapping"
 
 
 def _view(st: StateTxn, scope: EntryScope) -> FederationView:
     view = scope.caches.get(_VIEW)
     if view is None:
         pairings = [(p.pool_a, p.pool_b, p.trust) for p in gov.pairings(st) if p.active]
-        view = FederationView.build(schema.pools(st), schema.workloads(st), pairings, ())
+        view = FederationView.build(schema.pools(st), schema.workloads(st), pairings, catalog.replica_pairs(st))
         scope.caches[_VIEW] = view
     assert isinstance(view, FederationView)
     return view
 
 
+def forget_view(scope: EntryScope) -> None:
+    """Another area changed what the view holds (replicas): the next envelope rebuilds it from the state."""
+    scope.caches.pop(_VIEW, None)
+
+
+def _flapping(ctx: ApplyContext, view: FederationView, policy: Policy) -> frozenset[str]:
+    """Pools not to place on: flapping (SPEC §7). Depends on pool health only, so kept for the entry
+    (within one entry effective time is fixed) until a pool record changes."""
+    flapping = ctx.scope.caches.get(_FLAPPING)
+    if not isinstance(flapping, frozenset):
+        flapping = health.flapping_pools(view.pools(), ctx.now_ms, policy)
+        ctx.scope.caches[_FLAPPING] = flapping
+    return flapping
+
+
 def _save_pool(ctx: ApplyContext | TickContext, pool: Pool) -> None:
     schema.put_pool(ctx.st, pool)
+    ctx.scope.caches.pop(_FLAPPING, None)
     view = ctx.scope.caches.get(_VIEW)
     if isinstance(view, FederationView):
         view.set_pool(pool)
@@ -115,8 +133,8 @@ def _submit(ctx: ApplyContext, command: c.Command) -> pb.Result:
     policy = schema.policy(ctx.st)
     view = _view(ctx.st, ctx.scope)
     workload = Workload(command.workload_id, command.spec, ctx.principal.pool, submitted_index=ctx.index)
-    flapping = health.flapping_pools(view.pools(), ctx.now_ms, policy)
-    decision = place(view, workload, index=ctx.index, request_id=ctx.request_id, policy=policy, avoid=flapping)
+    decision = place(view, workload, index=ctx.index, request_id=ctx.request_id, policy=policy,
+                     avoid=_flapping(ctx, view, policy))
     for victim_id in decision.preempted:
         victim = schema.get_workload(ctx.st, victim_id)
         if victim is None:  # pragma: no cover - the view only knows stored workloads
@@ -183,8 +201,7 @@ def _migrate(ctx: ApplyContext, command: c.Command) -> pb.Result:
     view = _view(ctx.st, ctx.scope)
     policy = schema.policy(ctx.st)
     others = frozenset(p.id for p in view.pools() if p.id != command.to_pool)
-    avoid = (others if command.to_pool else frozenset({source})) | health.flapping_pools(view.pools(), ctx.now_ms,
-                                                                                      policy)
+    avoid = (others if command.to_pool else frozenset({source})) | _flapping(ctx, view, policy)
     view.release(w.id)
     decision = place(view, w, index=ctx.index, request_id=ctx.request_id, policy=policy, avoid=avoid)
     view.book(w)
@@ -236,6 +253,7 @@ def _tick(ctx: TickContext) -> None:
     for w in plan.workloads:
         schema.put_workload(ctx.st, w)
     ctx.scope.caches.pop(_VIEW, None)  # later envelopes of this entry rebuild it from the state
+    ctx.scope.caches.pop(_FLAPPING, None)
 
 
 def _deadline(st: StateTxn, term_start_ms: int) -> int | None:
