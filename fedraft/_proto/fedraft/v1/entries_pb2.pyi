@@ -437,12 +437,21 @@ class Principal(_message.Message):
     POOL_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    ADDED_INDEX_FIELD_NUMBER: _builtins.int
+    REVOKED_INDEX_FIELD_NUMBER: _builtins.int
+    REVOKED_WHY_FIELD_NUMBER: _builtins.int
     key_id: _builtins.bytes
     public_key: _builtins.bytes
     pool: _builtins.str
     role: _builtins.str
     """node, admin, operator, submitter"""
     name: _builtins.str
+    added_index: _builtins.int
+    """0: pinned by genesis"""
+    revoked_index: _builtins.int
+    """0: valid; else refused from the envelope after this index on"""
+    revoked_why: _builtins.str
+    """"revoked", "rotated to <key id>", "pool retired" """
     def __init__(
         self,
         *,
@@ -451,10 +460,13 @@ class Principal(_message.Message):
         pool: _builtins.str = ...,
         role: _builtins.str = ...,
         name: _builtins.str = ...,
+        added_index: _builtins.int = ...,
+        revoked_index: _builtins.int = ...,
+        revoked_why: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "name", b"name", "pool", b"pool", "public_key", b"public_key", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_index", b"added_index", "key_id", b"key_id", "name", b"name", "pool", b"pool", "public_key", b"public_key", "revoked_index", b"revoked_index", "revoked_why", b"revoked_why", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

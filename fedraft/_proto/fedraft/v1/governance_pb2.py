@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x64raft/v1/governance.proto\x12\nfedraft.v1\"5\n\x07\x41pprove\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\x16\n\x0e\x63ommand_digest\x18\x02 \x01(\x0c\"+\n\tPairOffer\x12\x0f\n\x07to_pool\x18\x01 \x01(\t\x12\r\n\x05trust\x18\x02 \x01(\t\"\x1f\n\nPairAccept\x12\x11\n\tfrom_pool\x18\x01 \x01(\t\"\xa2\x01\n\x11GovernanceCommand\x12&\n\x07\x61pprove\x18\x01 \x01(\x0b\x32\x13.fedraft.v1.ApproveH\x00\x12+\n\npair_offer\x18\x02 \x01(\x0b\x32\x15.fedraft.v1.PairOfferH\x00\x12-\n\x0bpair_accept\x18\x03 \x01(\x0b\x32\x16.fedraft.v1.PairAcceptH\x00\x42\t\n\x07\x63ommand\"5\n\x10GovernanceResult\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\r\n\x05state\x18\x02 \x01(\t\"b\n\rPairingRecord\x12\x0e\n\x06pool_a\x18\x01 \x01(\t\x12\x0e\n\x06pool_b\x18\x02 \x01(\t\x12\r\n\x05trust\x18\x03 \x01(\t\x12\x12\n\noffered_by\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x64raft/v1/governance.proto\x12\nfedraft.v1\"5\n\x07\x41pprove\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\x16\n\x0e\x63ommand_digest\x18\x02 \x01(\x0c\"+\n\tPairOffer\x12\x0f\n\x07to_pool\x18\x01 \x01(\t\x12\r\n\x05trust\x18\x02 \x01(\t\"\x1f\n\nPairAccept\x12\x11\n\tfrom_pool\x18\x01 \x01(\t\"L\n\x0c\x41\x64\x64Principal\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\"!\n\x0fRevokePrincipal\x12\x0e\n\x06key_id\x18\x01 \x01(\x0c\"3\n\tRotateKey\x12\x0e\n\x06key_id\x18\x01 \x01(\x0c\x12\x16\n\x0enew_public_key\x18\x02 \x01(\x0c\"T\n\x0cRegisterPool\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0c\n\x04tier\x18\x03 \x01(\t\x12\x18\n\x10\x61gent_public_key\x18\x04 \x01(\x0c\"\x1a\n\nRetirePool\x12\x0c\n\x04pool\x18\x01 \x01(\t\"9\n\x08SetTrust\x12\x0e\n\x06pool_a\x18\x01 \x01(\t\x12\x0e\n\x06pool_b\x18\x02 \x01(\t\x12\r\n\x05trust\x18\x03 \x01(\t\"(\n\x06Unpair\x12\x0e\n\x06pool_a\x18\x01 \x01(\t\x12\x0e\n\x06pool_b\x18\x02 \x01(\t\"+\n\rPolicySetting\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"8\n\tSetPolicy\x12+\n\x08settings\x18\x01 \x03(\x0b\x32\x19.fedraft.v1.PolicySetting\"\"\n\x0fSetApplyVersion\x12\x0f\n\x07version\x18\x01 \x01(\r\"B\n\x04Veto\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\x16\n\x0e\x63ommand_digest\x18\x02 \x01(\x0c\x12\x0e\n\x06reason\x18\x03 \x01(\t\"3\n\nBreakGlass\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\xa6\x05\n\x11GovernanceCommand\x12&\n\x07\x61pprove\x18\x01 \x01(\x0b\x32\x13.fedraft.v1.ApproveH\x00\x12+\n\npair_offer\x18\x02 \x01(\x0b\x32\x15.fedraft.v1.PairOfferH\x00\x12-\n\x0bpair_accept\x18\x03 \x01(\x0b\x32\x16.fedraft.v1.PairAcceptH\x00\x12\x31\n\radd_principal\x18\x14 \x01(\x0b\x32\x18.fedraft.v1.AddPrincipalH\x00\x12\x37\n\x10revoke_principal\x18\x15 \x01(\x0b\x32\x1b.fedraft.v1.RevokePrincipalH\x00\x12+\n\nrotate_key\x18\x16 \x01(\x0b\x32\x15.fedraft.v1.RotateKeyH\x00\x12\x31\n\rregister_pool\x18\x17 \x01(\x0b\x32\x18.fedraft.v1.RegisterPoolH\x00\x12-\n\x0bretire_pool\x18\x18 \x01(\x0b\x32\x16.fedraft.v1.RetirePoolH\x00\x12)\n\tset_trust\x18\x19 \x01(\x0b\x32\x14.fedraft.v1.SetTrustH\x00\x12$\n\x06unpair\x18\x1a \x01(\x0b\x32\x12.fedraft.v1.UnpairH\x00\x12+\n\nset_policy\x18\x1b \x01(\x0b\x32\x15.fedraft.v1.SetPolicyH\x00\x12\x38\n\x11set_apply_version\x18\x1c \x01(\x0b\x32\x1b.fedraft.v1.SetApplyVersionH\x00\x12 \n\x04veto\x18\x1d \x01(\x0b\x32\x10.fedraft.v1.VetoH\x00\x12-\n\x0b\x62reak_glass\x18\x1e \x01(\x0b\x32\x16.fedraft.v1.BreakGlassH\x00\x42\t\n\x07\x63ommand\"\xec\x01\n\x10GovernanceResult\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x10\n\x08\x61pproved\x18\x04 \x03(\t\x12\x13\n\x0bwaiting_for\x18\x05 \x03(\t\x12\x13\n\x0bresult_code\x18\x06 \x01(\r\x12\x16\n\x0eresult_message\x18\x07 \x01(\t\x12\x13\n\x0b\x62reak_glass\x18\x08 \x01(\x08\x12\x0f\n\x07\x65xcused\x18\t \x03(\t\x12\x16\n\x0e\x63ommand_digest\x18\n \x01(\x0c\x12\x12\n\nexpires_ms\x18\x0b \x01(\x04\"I\n\nVoteRecord\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\x0c\x12\r\n\x05index\x18\x03 \x01(\x04\x12\x0e\n\x06reason\x18\x04 \x01(\t\"(\n\x0b\x45xcusedPool\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0b\n\x03why\x18\x02 \x01(\t\"Y\n\x0eOverrideRecord\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0e\n\x06key_id\x18\x02 \x01(\x0c\x12(\n\x07\x65xcused\x18\x03 \x03(\x0b\x32\x17.fedraft.v1.ExcusedPool\"\xdb\x03\n\rPendingRecord\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t\x12\x16\n\x0e\x63ommand_digest\x18\x03 \x01(\x0c\x12\x10\n\x08\x65nvelope\x18\x04 \x01(\x0c\x12\x17\n\x0fproposer_key_id\x18\x05 \x01(\x0c\x12\x15\n\rproposer_pool\x18\x06 \x01(\t\x12\x15\n\rproposer_name\x18\x07 \x01(\t\x12\x15\n\rproposer_role\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\x0c\x12\x16\n\x0eproposed_index\x18\n \x01(\x04\x12\x13\n\x0bproposed_ms\x18\x0b \x01(\x04\x12\x12\n\nexpires_ms\x18\x0c \x01(\x04\x12\x14\n\x0cremoved_keys\x18\r \x03(\x0c\x12)\n\tapprovals\x18\x0e \x03(\x0b\x32\x16.fedraft.v1.VoteRecord\x12$\n\x04veto\x18\x0f \x01(\x0b\x32\x16.fedraft.v1.VoteRecord\x12\r\n\x05state\x18\x10 \x01(\t\x12\x14\n\x0c\x63losed_index\x18\x11 \x01(\x04\x12,\n\x08override\x18\x12 \x01(\x0b\x32\x1a.fedraft.v1.OverrideRecord\x12\x0e\n\x06result\x18\x13 \x01(\x0c\"?\n\rLatencyRecord\x12\x10\n\x08region_a\x18\x01 \x01(\t\x12\x10\n\x08region_b\x18\x02 \x01(\t\x12\n\n\x02ms\x18\x03 \x01(\r\"\xf5\x03\n\x0cPolicyRecord\x12\x14\n\x0cheartbeat_ms\x18\x01 \x01(\x04\x12\x19\n\x11missed_heartbeats\x18\x02 \x01(\r\x12\x15\n\rhysteresis_ms\x18\x03 \x01(\x04\x12\x18\n\x10return_window_ms\x18\x04 \x01(\x04\x12\x10\n\x08\x64rain_ms\x18\x05 \x01(\x04\x12\x1f\n\x17rebalance_threshold_pct\x18\x06 \x01(\r\x12\x1a\n\x12max_moves_per_tick\x18\x07 \x01(\r\x12\x18\n\x10tick_interval_ms\x18\x08 \x01(\x04\x12\x12\n\npreemption\x18\t \x01(\x08\x12\x1c\n\x14weight_free_capacity\x18\n \x01(\r\x12\x1f\n\x17weight_preferred_region\x18\x0b \x01(\r\x12\x1c\n\x14weight_data_locality\x18\x0c \x01(\r\x12\x16\n\x0eweight_latency\x18\r \x01(\r\x12\x18\n\x10weight_specialty\x18\x0e \x01(\r\x12\x15\n\rweight_spread\x18\x0f \x01(\r\x12,\n\tlatencies\x18\x10 \x03(\x0b\x32\x19.fedraft.v1.LatencyRecord\x12\x19\n\x11pending_expiry_ms\x18\x11 \x01(\x04\x12\x17\n\x0fmax_validity_ms\x18\x12 \x01(\x04\"b\n\rPairingRecord\x12\x0e\n\x06pool_a\x18\x01 \x01(\t\x12\x0e\n\x06pool_b\x18\x02 \x01(\t\x12\r\n\x05trust\x18\x03 \x01(\t\x12\x12\n\noffered_by\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PAIROFFER']._serialized_end=141
   _globals['_PAIRACCEPT']._serialized_start=143
   _globals['_PAIRACCEPT']._serialized_end=174
-  _globals['_GOVERNANCECOMMAND']._serialized_start=177
-  _globals['_GOVERNANCECOMMAND']._serialized_end=339
-  _globals['_GOVERNANCERESULT']._serialized_start=341
-  _globals['_GOVERNANCERESULT']._serialized_end=394
-  _globals['_PAIRINGRECORD']._serialized_start=396
-  _globals['_PAIRINGRECORD']._serialized_end=494
+  _globals['_ADDPRINCIPAL']._serialized_start=176
+  _globals['_ADDPRINCIPAL']._serialized_end=252
+  _globals['_REVOKEPRINCIPAL']._serialized_start=254
+  _globals['_REVOKEPRINCIPAL']._serialized_end=287
+  _globals['_ROTATEKEY']._serialized_start=289
+  _globals['_ROTATEKEY']._serialized_end=340
+  _globals['_REGISTERPOOL']._serialized_start=342
+  _globals['_REGISTERPOOL']._serialized_end=426
+  _globals['_RETIREPOOL']._serialized_start=428
+  _globals['_RETIREPOOL']._serialized_end=454
+  _globals['_SETTRUST']._serialized_start=456
+  _globals['_SETTRUST']._serialized_end=513
+  _globals['_UNPAIR']._serialized_start=515
+  _globals['_UNPAIR']._serialized_end=555
+  _globals['_POLICYSETTING']._serialized_start=557
+  _globals['_POLICYSETTING']._serialized_end=600
+  _globals['_SETPOLICY']._serialized_start=602
+  _globals['_SETPOLICY']._serialized_end=658
+  _globals['_SETAPPLYVERSION']._serialized_start=660
+  _globals['_SETAPPLYVERSION']._serialized_end=694
+  _globals['_VETO']._serialized_start=696
+  _globals['_VETO']._serialized_end=762
+  _globals['_BREAKGLASS']._serialized_start=764
+  _globals['_BREAKGLASS']._serialized_end=815
+  _globals['_GOVERNANCECOMMAND']._serialized_start=818
+  _globals['_GOVERNANCECOMMAND']._serialized_end=1496
+  _globals['_GOVERNANCERESULT']._serialized_start=1499
+  _globals['_GOVERNANCERESULT']._serialized_end=1735
+  _globals['_VOTERECORD']._serialized_start=1737
+  _globals['_VOTERECORD']._serialized_end=1810
+  _globals['_EXCUSEDPOOL']._serialized_start=1812
+  _globals['_EXCUSEDPOOL']._serialized_end=1852
+  _globals['_OVERRIDERECORD']._serialized_start=1854
+  _globals['_OVERRIDERECORD']._serialized_end=1943
+  _globals['_PENDINGRECORD']._serialized_start=1946
+  _globals['_PENDINGRECORD']._serialized_end=2421
+  _globals['_LATENCYRECORD']._serialized_start=2423
+  _globals['_LATENCYRECORD']._serialized_end=2486
+  _globals['_POLICYRECORD']._serialized_start=2489
+  _globals['_POLICYRECORD']._serialized_end=2990
+  _globals['_PAIRINGRECORD']._serialized_start=2992
+  _globals['_PAIRINGRECORD']._serialized_end=3090
 # @@protoc_insertion_point(module_scope)

@@ -5,8 +5,10 @@ Governance commands and results: principals, pools, pairing and trust, critical 
 (SPEC §5, §6). Wrapped in one message so this area's commands live in this file only.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -91,30 +93,361 @@ class PairAccept(_message.Message):
 Global___PairAccept: _TypeAlias = PairAccept  # noqa: Y015
 
 @_typing.final
+class AddPrincipal(_message.Message):
+    """---- critical operations (SPEC §6): each waits as a PendingRecord until every voter pool approved ----"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    POOL_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    public_key: _builtins.bytes
+    """Ed25519, 32 bytes"""
+    pool: _builtins.str
+    role: _builtins.str
+    """node, admin, operator, submitter"""
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        public_key: _builtins.bytes = ...,
+        pool: _builtins.str = ...,
+        role: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "pool", b"pool", "public_key", b"public_key", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddPrincipal: _TypeAlias = AddPrincipal  # noqa: Y015
+
+@_typing.final
+class RevokePrincipal(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokePrincipal: _TypeAlias = RevokePrincipal  # noqa: Y015
+
+@_typing.final
+class RotateKey(_message.Message):
+    """The principal keeps its pool, role and name under the new key; the old key is refused from then on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    NEW_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.bytes
+    new_public_key: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.bytes = ...,
+        new_public_key: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "new_public_key", b"new_public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateKey: _TypeAlias = RotateKey  # noqa: Y015
+
+@_typing.final
+class RegisterPool(_message.Message):
+    """A member pool (not a voter) and its agent's key (role node)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    AGENT_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    pool: _builtins.str
+    region: _builtins.str
+    tier: _builtins.str
+    agent_public_key: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        pool: _builtins.str = ...,
+        region: _builtins.str = ...,
+        tier: _builtins.str = ...,
+        agent_public_key: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_public_key", b"agent_public_key", "pool", b"pool", "region", b"region", "tier", b"tier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterPool: _TypeAlias = RegisterPool  # noqa: Y015
+
+@_typing.final
+class RetirePool(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_FIELD_NUMBER: _builtins.int
+    pool: _builtins.str
+    def __init__(
+        self,
+        *,
+        pool: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pool", b"pool"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetirePool: _TypeAlias = RetirePool  # noqa: Y015
+
+@_typing.final
+class SetTrust(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_A_FIELD_NUMBER: _builtins.int
+    POOL_B_FIELD_NUMBER: _builtins.int
+    TRUST_FIELD_NUMBER: _builtins.int
+    pool_a: _builtins.str
+    pool_b: _builtins.str
+    trust: _builtins.str
+    """standard, high, max"""
+    def __init__(
+        self,
+        *,
+        pool_a: _builtins.str = ...,
+        pool_b: _builtins.str = ...,
+        trust: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pool_a", b"pool_a", "pool_b", b"pool_b", "trust", b"trust"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetTrust: _TypeAlias = SetTrust  # noqa: Y015
+
+@_typing.final
+class Unpair(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_A_FIELD_NUMBER: _builtins.int
+    POOL_B_FIELD_NUMBER: _builtins.int
+    pool_a: _builtins.str
+    pool_b: _builtins.str
+    def __init__(
+        self,
+        *,
+        pool_a: _builtins.str = ...,
+        pool_b: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pool_a", b"pool_a", "pool_b", b"pool_b"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Unpair: _TypeAlias = Unpair  # noqa: Y015
+
+@_typing.final
+class PolicySetting(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """see fedraft/domain/governance/policy.py"""
+    value: _builtins.str
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PolicySetting: _TypeAlias = PolicySetting  # noqa: Y015
+
+@_typing.final
+class SetPolicy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> _containers.RepeatedCompositeFieldContainer[Global___PolicySetting]:
+        """sorted by key, each key once"""
+
+    def __init__(
+        self,
+        *,
+        settings: _abc.Iterable[Global___PolicySetting] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPolicy: _TypeAlias = SetPolicy  # noqa: Y015
+
+@_typing.final
+class SetApplyVersion(_message.Message):
+    """SPEC D16."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetApplyVersion: _TypeAlias = SetApplyVersion  # noqa: Y015
+
+@_typing.final
+class Veto(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PENDING_ID_FIELD_NUMBER: _builtins.int
+    COMMAND_DIGEST_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    pending_id: _builtins.bytes
+    command_digest: _builtins.bytes
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        pending_id: _builtins.bytes = ...,
+        command_digest: _builtins.bytes = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_digest", b"command_digest", "pending_id", b"pending_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Veto: _TypeAlias = Veto  # noqa: Y015
+
+@_typing.final
+class BreakGlass(_message.Message):
+    """The break-glass key's signature (context fedraft/v1/breakglass) over the 32-byte pending id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PENDING_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    pending_id: _builtins.bytes
+    signature: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        pending_id: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pending_id", b"pending_id", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BreakGlass: _TypeAlias = BreakGlass  # noqa: Y015
+
+@_typing.final
 class GovernanceCommand(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     APPROVE_FIELD_NUMBER: _builtins.int
     PAIR_OFFER_FIELD_NUMBER: _builtins.int
     PAIR_ACCEPT_FIELD_NUMBER: _builtins.int
+    ADD_PRINCIPAL_FIELD_NUMBER: _builtins.int
+    REVOKE_PRINCIPAL_FIELD_NUMBER: _builtins.int
+    ROTATE_KEY_FIELD_NUMBER: _builtins.int
+    REGISTER_POOL_FIELD_NUMBER: _builtins.int
+    RETIRE_POOL_FIELD_NUMBER: _builtins.int
+    SET_TRUST_FIELD_NUMBER: _builtins.int
+    UNPAIR_FIELD_NUMBER: _builtins.int
+    SET_POLICY_FIELD_NUMBER: _builtins.int
+    SET_APPLY_VERSION_FIELD_NUMBER: _builtins.int
+    VETO_FIELD_NUMBER: _builtins.int
+    BREAK_GLASS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def approve(self) -> Global___Approve: ...
     @_builtins.property
     def pair_offer(self) -> Global___PairOffer: ...
     @_builtins.property
     def pair_accept(self) -> Global___PairAccept: ...
+    @_builtins.property
+    def add_principal(self) -> Global___AddPrincipal: ...
+    @_builtins.property
+    def revoke_principal(self) -> Global___RevokePrincipal: ...
+    @_builtins.property
+    def rotate_key(self) -> Global___RotateKey: ...
+    @_builtins.property
+    def register_pool(self) -> Global___RegisterPool: ...
+    @_builtins.property
+    def retire_pool(self) -> Global___RetirePool: ...
+    @_builtins.property
+    def set_trust(self) -> Global___SetTrust: ...
+    @_builtins.property
+    def unpair(self) -> Global___Unpair: ...
+    @_builtins.property
+    def set_policy(self) -> Global___SetPolicy: ...
+    @_builtins.property
+    def set_apply_version(self) -> Global___SetApplyVersion: ...
+    @_builtins.property
+    def veto(self) -> Global___Veto: ...
+    @_builtins.property
+    def break_glass(self) -> Global___BreakGlass: ...
     def __init__(
         self,
         *,
         approve: Global___Approve | None = ...,
         pair_offer: Global___PairOffer | None = ...,
         pair_accept: Global___PairAccept | None = ...,
+        add_principal: Global___AddPrincipal | None = ...,
+        revoke_principal: Global___RevokePrincipal | None = ...,
+        rotate_key: Global___RotateKey | None = ...,
+        register_pool: Global___RegisterPool | None = ...,
+        retire_pool: Global___RetirePool | None = ...,
+        set_trust: Global___SetTrust | None = ...,
+        unpair: Global___Unpair | None = ...,
+        set_policy: Global___SetPolicy | None = ...,
+        set_apply_version: Global___SetApplyVersion | None = ...,
+        veto: Global___Veto | None = ...,
+        break_glass: Global___BreakGlass | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["approve", b"approve", "command", b"command", "pair_accept", b"pair_accept", "pair_offer", b"pair_offer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["add_principal", b"add_principal", "approve", b"approve", "break_glass", b"break_glass", "command", b"command", "pair_accept", b"pair_accept", "pair_offer", b"pair_offer", "register_pool", b"register_pool", "retire_pool", b"retire_pool", "revoke_principal", b"revoke_principal", "rotate_key", b"rotate_key", "set_apply_version", b"set_apply_version", "set_policy", b"set_policy", "set_trust", b"set_trust", "unpair", b"unpair", "veto", b"veto"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approve", b"approve", "command", b"command", "pair_accept", b"pair_accept", "pair_offer", b"pair_offer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_principal", b"add_principal", "approve", b"approve", "break_glass", b"break_glass", "command", b"command", "pair_accept", b"pair_accept", "pair_offer", b"pair_offer", "register_pool", b"register_pool", "retire_pool", b"retire_pool", "revoke_principal", b"revoke_principal", "rotate_key", b"rotate_key", "set_apply_version", b"set_apply_version", "set_policy", b"set_policy", "set_trust", b"set_trust", "unpair", b"unpair", "veto", b"veto"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["approve", "pair_offer", "pair_accept"]  # noqa: Y015
+    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["approve", "pair_offer", "pair_accept", "add_principal", "revoke_principal", "rotate_key", "register_pool", "retire_pool", "set_trust", "unpair", "set_policy", "set_apply_version", "veto", "break_glass"]  # noqa: Y015
     _WhichOneofArgType_command: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_command) -> _WhichOneofReturnType_command | None: ...
 
@@ -126,22 +459,323 @@ class GovernanceResult(_message.Message):
 
     PENDING_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    APPROVED_FIELD_NUMBER: _builtins.int
+    WAITING_FOR_FIELD_NUMBER: _builtins.int
+    RESULT_CODE_FIELD_NUMBER: _builtins.int
+    RESULT_MESSAGE_FIELD_NUMBER: _builtins.int
+    BREAK_GLASS_FIELD_NUMBER: _builtins.int
+    EXCUSED_FIELD_NUMBER: _builtins.int
+    COMMAND_DIGEST_FIELD_NUMBER: _builtins.int
+    EXPIRES_MS_FIELD_NUMBER: _builtins.int
     pending_id: _builtins.bytes
     state: _builtins.str
     """pending, executed, vetoed, expired; for pairings: offered, active"""
+    command: _builtins.str
+    """the critical command's name"""
+    result_code: _builtins.int
+    """the execution's result, once executed"""
+    result_message: _builtins.str
+    break_glass: _builtins.bool
+    """executed in degraded mode"""
+    command_digest: _builtins.bytes
+    expires_ms: _builtins.int
+    @_builtins.property
+    def approved(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """voter pools that approved"""
+
+    @_builtins.property
+    def waiting_for(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """voter pools that have yet to"""
+
+    @_builtins.property
+    def excused(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"pool: why", for a break-glass execution"""
+
     def __init__(
         self,
         *,
         pending_id: _builtins.bytes = ...,
         state: _builtins.str = ...,
+        command: _builtins.str = ...,
+        approved: _abc.Iterable[_builtins.str] | None = ...,
+        waiting_for: _abc.Iterable[_builtins.str] | None = ...,
+        result_code: _builtins.int = ...,
+        result_message: _builtins.str = ...,
+        break_glass: _builtins.bool = ...,
+        excused: _abc.Iterable[_builtins.str] | None = ...,
+        command_digest: _builtins.bytes = ...,
+        expires_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pending_id", b"pending_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "break_glass", b"break_glass", "command", b"command", "command_digest", b"command_digest", "excused", b"excused", "expires_ms", b"expires_ms", "pending_id", b"pending_id", "result_code", b"result_code", "result_message", b"result_message", "state", b"state", "waiting_for", b"waiting_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GovernanceResult: _TypeAlias = GovernanceResult  # noqa: Y015
+
+@_typing.final
+class VoteRecord(_message.Message):
+    """---- stored records ----"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    pool: _builtins.str
+    key_id: _builtins.bytes
+    index: _builtins.int
+    reason: _builtins.str
+    """a veto's reason"""
+    def __init__(
+        self,
+        *,
+        pool: _builtins.str = ...,
+        key_id: _builtins.bytes = ...,
+        index: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "key_id", b"key_id", "pool", b"pool", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoteRecord: _TypeAlias = VoteRecord  # noqa: Y015
+
+@_typing.final
+class ExcusedPool(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_FIELD_NUMBER: _builtins.int
+    WHY_FIELD_NUMBER: _builtins.int
+    pool: _builtins.str
+    why: _builtins.str
+    def __init__(
+        self,
+        *,
+        pool: _builtins.str = ...,
+        why: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pool", b"pool", "why", b"why"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExcusedPool: _TypeAlias = ExcusedPool  # noqa: Y015
+
+@_typing.final
+class OverrideRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    EXCUSED_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    key_id: _builtins.bytes
+    """the admin who submitted the break-glass signature"""
+    @_builtins.property
+    def excused(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExcusedPool]: ...
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        key_id: _builtins.bytes = ...,
+        excused: _abc.Iterable[Global___ExcusedPool] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["excused", b"excused", "index", b"index", "key_id", b"key_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OverrideRecord: _TypeAlias = OverrideRecord  # noqa: Y015
+
+@_typing.final
+class PendingRecord(_message.Message):
+    """A critical operation, keyed by the hex of its pending id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PENDING_ID_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    COMMAND_DIGEST_FIELD_NUMBER: _builtins.int
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    PROPOSER_KEY_ID_FIELD_NUMBER: _builtins.int
+    PROPOSER_POOL_FIELD_NUMBER: _builtins.int
+    PROPOSER_NAME_FIELD_NUMBER: _builtins.int
+    PROPOSER_ROLE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PROPOSED_INDEX_FIELD_NUMBER: _builtins.int
+    PROPOSED_MS_FIELD_NUMBER: _builtins.int
+    EXPIRES_MS_FIELD_NUMBER: _builtins.int
+    REMOVED_KEYS_FIELD_NUMBER: _builtins.int
+    APPROVALS_FIELD_NUMBER: _builtins.int
+    VETO_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CLOSED_INDEX_FIELD_NUMBER: _builtins.int
+    OVERRIDE_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    pending_id: _builtins.bytes
+    """sha256 of the proposal's Signed bytes as they appear in the log entry"""
+    command: _builtins.str
+    command_digest: _builtins.bytes
+    """sha256 of the envelope with only its command set (see approvals handler)"""
+    envelope: _builtins.bytes
+    """the proposal's Signed bytes"""
+    proposer_key_id: _builtins.bytes
+    proposer_pool: _builtins.str
+    proposer_name: _builtins.str
+    proposer_role: _builtins.str
+    request_id: _builtins.bytes
+    proposed_index: _builtins.int
+    proposed_ms: _builtins.int
+    expires_ms: _builtins.int
+    state: _builtins.str
+    """pending, executed, vetoed, expired"""
+    closed_index: _builtins.int
+    result: _builtins.bytes
+    """the execution's fedraft.v1.Result, serialized"""
+    @_builtins.property
+    def removed_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    @_builtins.property
+    def approvals(self) -> _containers.RepeatedCompositeFieldContainer[Global___VoteRecord]: ...
+    @_builtins.property
+    def veto(self) -> Global___VoteRecord: ...
+    @_builtins.property
+    def override(self) -> Global___OverrideRecord: ...
+    def __init__(
+        self,
+        *,
+        pending_id: _builtins.bytes = ...,
+        command: _builtins.str = ...,
+        command_digest: _builtins.bytes = ...,
+        envelope: _builtins.bytes = ...,
+        proposer_key_id: _builtins.bytes = ...,
+        proposer_pool: _builtins.str = ...,
+        proposer_name: _builtins.str = ...,
+        proposer_role: _builtins.str = ...,
+        request_id: _builtins.bytes = ...,
+        proposed_index: _builtins.int = ...,
+        proposed_ms: _builtins.int = ...,
+        expires_ms: _builtins.int = ...,
+        removed_keys: _abc.Iterable[_builtins.bytes] | None = ...,
+        approvals: _abc.Iterable[Global___VoteRecord] | None = ...,
+        veto: Global___VoteRecord | None = ...,
+        state: _builtins.str = ...,
+        closed_index: _builtins.int = ...,
+        override: Global___OverrideRecord | None = ...,
+        result: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["override", b"override", "veto", b"veto"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "closed_index", b"closed_index", "command", b"command", "command_digest", b"command_digest", "envelope", b"envelope", "expires_ms", b"expires_ms", "override", b"override", "pending_id", b"pending_id", "proposed_index", b"proposed_index", "proposed_ms", b"proposed_ms", "proposer_key_id", b"proposer_key_id", "proposer_name", b"proposer_name", "proposer_pool", b"proposer_pool", "proposer_role", b"proposer_role", "removed_keys", b"removed_keys", "request_id", b"request_id", "result", b"result", "state", b"state", "veto", b"veto"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PendingRecord: _TypeAlias = PendingRecord  # noqa: Y015
+
+@_typing.final
+class LatencyRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGION_A_FIELD_NUMBER: _builtins.int
+    REGION_B_FIELD_NUMBER: _builtins.int
+    MS_FIELD_NUMBER: _builtins.int
+    region_a: _builtins.str
+    region_b: _builtins.str
+    ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        region_a: _builtins.str = ...,
+        region_b: _builtins.str = ...,
+        ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ms", b"ms", "region_a", b"region_a", "region_b", b"region_b"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LatencyRecord: _TypeAlias = LatencyRecord  # noqa: Y015
+
+@_typing.final
+class PolicyRecord(_message.Message):
+    """The replicated policy (SetPolicy). Absent from the state until the first SetPolicy: defaults hold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEARTBEAT_MS_FIELD_NUMBER: _builtins.int
+    MISSED_HEARTBEATS_FIELD_NUMBER: _builtins.int
+    HYSTERESIS_MS_FIELD_NUMBER: _builtins.int
+    RETURN_WINDOW_MS_FIELD_NUMBER: _builtins.int
+    DRAIN_MS_FIELD_NUMBER: _builtins.int
+    REBALANCE_THRESHOLD_PCT_FIELD_NUMBER: _builtins.int
+    MAX_MOVES_PER_TICK_FIELD_NUMBER: _builtins.int
+    TICK_INTERVAL_MS_FIELD_NUMBER: _builtins.int
+    PREEMPTION_FIELD_NUMBER: _builtins.int
+    WEIGHT_FREE_CAPACITY_FIELD_NUMBER: _builtins.int
+    WEIGHT_PREFERRED_REGION_FIELD_NUMBER: _builtins.int
+    WEIGHT_DATA_LOCALITY_FIELD_NUMBER: _builtins.int
+    WEIGHT_LATENCY_FIELD_NUMBER: _builtins.int
+    WEIGHT_SPECIALTY_FIELD_NUMBER: _builtins.int
+    WEIGHT_SPREAD_FIELD_NUMBER: _builtins.int
+    LATENCIES_FIELD_NUMBER: _builtins.int
+    PENDING_EXPIRY_MS_FIELD_NUMBER: _builtins.int
+    MAX_VALIDITY_MS_FIELD_NUMBER: _builtins.int
+    heartbeat_ms: _builtins.int
+    missed_heartbeats: _builtins.int
+    hysteresis_ms: _builtins.int
+    return_window_ms: _builtins.int
+    drain_ms: _builtins.int
+    rebalance_threshold_pct: _builtins.int
+    max_moves_per_tick: _builtins.int
+    tick_interval_ms: _builtins.int
+    preemption: _builtins.bool
+    weight_free_capacity: _builtins.int
+    weight_preferred_region: _builtins.int
+    weight_data_locality: _builtins.int
+    weight_latency: _builtins.int
+    weight_specialty: _builtins.int
+    weight_spread: _builtins.int
+    pending_expiry_ms: _builtins.int
+    max_validity_ms: _builtins.int
+    @_builtins.property
+    def latencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___LatencyRecord]: ...
+    def __init__(
+        self,
+        *,
+        heartbeat_ms: _builtins.int = ...,
+        missed_heartbeats: _builtins.int = ...,
+        hysteresis_ms: _builtins.int = ...,
+        return_window_ms: _builtins.int = ...,
+        drain_ms: _builtins.int = ...,
+        rebalance_threshold_pct: _builtins.int = ...,
+        max_moves_per_tick: _builtins.int = ...,
+        tick_interval_ms: _builtins.int = ...,
+        preemption: _builtins.bool = ...,
+        weight_free_capacity: _builtins.int = ...,
+        weight_preferred_region: _builtins.int = ...,
+        weight_data_locality: _builtins.int = ...,
+        weight_latency: _builtins.int = ...,
+        weight_specialty: _builtins.int = ...,
+        weight_spread: _builtins.int = ...,
+        latencies: _abc.Iterable[Global___LatencyRecord] | None = ...,
+        pending_expiry_ms: _builtins.int = ...,
+        max_validity_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drain_ms", b"drain_ms", "heartbeat_ms", b"heartbeat_ms", "hysteresis_ms", b"hysteresis_ms", "latencies", b"latencies", "max_moves_per_tick", b"max_moves_per_tick", "max_validity_ms", b"max_validity_ms", "missed_heartbeats", b"missed_heartbeats", "pending_expiry_ms", b"pending_expiry_ms", "preemption", b"preemption", "rebalance_threshold_pct", b"rebalance_threshold_pct", "return_window_ms", b"return_window_ms", "tick_interval_ms", b"tick_interval_ms", "weight_data_locality", b"weight_data_locality", "weight_free_capacity", b"weight_free_capacity", "weight_latency", b"weight_latency", "weight_preferred_region", b"weight_preferred_region", "weight_specialty", b"weight_specialty", "weight_spread", b"weight_spread"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PolicyRecord: _TypeAlias = PolicyRecord  # noqa: Y015
 
 @_typing.final
 class PairingRecord(_message.Message):
