@@ -21,7 +21,10 @@ from fedraft.consensus.peer_transport import GrpcTransport, RejoinGuard
 from fedraft.crypto.keyfile import load_private_key
 from fedraft.errors import ConfigError, OperatorError
 from fedraft.inventory.select import open_inventory
+from fedraft.service.alerts import AlertDispatcher, AlertTargets
 from fedraft.service.api import MAX_REQUEST_BYTES, SERVICE, FederationService
+from fedraft.service.audit import LocalRecorder
+from fedraft.storage.local import LocalStore, local_path
 from fedraft.storage.state import StateStore
 from fedraft.transport.links import PeerLinks
 
@@ -77,6 +80,20 @@ class FedraftNode:
         self.server: grpc.Server | None = None
         self.health = health.HealthServicer()
         self.agent: PoolAgent | None = None
+        self.local: LocalStore | None = None
+        self.recorder: LocalRecorder | None = None
+        self.alerts: AlertDispatcher | None = None
+
+    def raise_incident(self, kind: str, detail: dict[str, Any] | None = None, *, level: str = "critical",
+                       key: str | None = None) -> None:
+        """Record an incident in this node's incident journal and alert on it; see LocalRecorder.raise_incident.
+
+        For app-level code that sees something an operator must hear about (a break-glass override,
+        ...); never call it from apply. `key` makes it idempotent across restarts and replays.
+        """
+        if self.recorder is None:
+            raise RuntimeError("the node is not started")
+        self.recorder.raise_incident(kind, detail, level=level, key=key)
 
     def start(self) -> None:
         cfg = self.cfg
@@ -111,6 +128,7 @@ class FedraftNode:
         self.engine = RaftEngine(
             node_id=cfg.node_id, peer_ids=[p.node_id for p in cfg.peers], identity=self.identity,
             store=self.store, data_dir=cfg.data_dir, transport_factory=transport_factory, tuning=tuning)
+        self._start_local_records()
         marker = cfg.data_dir / BOOTSTRAP_MARKER
         if marker.exists():
             marker.unlink()
@@ -119,6 +137,24 @@ class FedraftNode:
         log.info("node %s up: api %s, peers %s, cluster %s", cfg.node_id, cfg.api_listen, cfg.peer_listen,
                  self.genesis.cluster_id.hex()[:16])
 
+    def _start_local_records(self) -> None:
+        """Pool-local audit and incident journals (SPEC §5, D14) and the alert hooks (SPEC §8)."""
+        cfg, engine = self.cfg, self.engine
+        assert engine is not None and self.store is not None
+        self.local = LocalStore(local_path(cfg.data_dir))
+        alerts = cfg.alerts
+        if alerts.webhook or alerts.exec_path:
+            self.alerts = AlertDispatcher(self.local, AlertTargets(alerts.webhook, alerts.exec_path),
+                                          node_id=cfg.node_id, cluster_id=self.genesis.cluster_id)
+            self.alerts.start()
+        self.recorder = LocalRecorder(
+            self.local, self.store, cfg.node_id, in_lockdown=engine.in_lockdown,
+            lockdown_grace_s=max(10.0, 3 * cfg.raft.election_max_ms / 1000),
+            on_incident=self.alerts.notify if self.alerts is not None else None)
+        engine.add_apply_listener(self.recorder.on_applied)
+        engine.add_snapshot_listener(self.recorder.on_snapshot)
+        self.recorder.start()
+
     def _start_api(self) -> None:
         assert self.engine is not None
         server = grpc.server(ThreadPoolExecutor(max_workers=64, thread_name_prefix="fedraft-api"), options=[
@@ -126,7 +162,9 @@ class FedraftNode:
             ("grpc.max_send_message_length", 16 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
         ])
-        server.add_generic_rpc_handlers((FederationService(self.engine, self.cfg.node_id).handler(),))
+        on_refused = self.recorder.on_refused if self.recorder is not None else None
+        server.add_generic_rpc_handlers((FederationService(self.engine, self.cfg.node_id,
+                                                           on_refused=on_refused).handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         creds = grpc.ssl_server_credentials([(self.key_pem, self.cert_pem)])
         try:
@@ -157,8 +195,16 @@ class FedraftNode:
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.server is not None:
             self.server.stop(grace).wait(grace + 1)
+        if self.recorder is not None:
+            self.recorder.stop_observing()
         if self.engine is not None:
             self.engine.stop()
+        if self.recorder is not None:
+            self.recorder.stop()
+        if self.alerts is not None:
+            self.alerts.stop()
+        if self.local is not None:
+            self.local.close()
         if self.store is not None:
             self.store.close()
         self.stopped.set()

@@ -6,6 +6,7 @@ directory written by `fedraft init` can be moved as a whole.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,14 @@ class PeerAddress:
 
 
 @dataclass(frozen=True)
+class AlertsConfig:
+    """`[alerts]`: where this node sends each new incident (SPEC §8 alert hooks); both optional."""
+
+    webhook: str | None = None     # http(s) URL: POST of the incident JSON
+    exec_path: Path | None = None  # program run with the incident JSON on stdin
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     path: Path
     node_id: str
@@ -57,6 +66,7 @@ class NodeConfig:
     region: str = ""
     tier: str = ""
     labels: tuple[str, ...] = ()
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     def genesis(self) -> Genesis:
         return load_genesis(self.genesis_path)
@@ -133,6 +143,30 @@ def _labels(doc: dict[str, Any], where: str) -> tuple[str, ...]:
     return tuple(sorted(set(labels)))
 
 
+def _alerts(doc: dict[str, Any], base: Path, where: str) -> AlertsConfig:
+    if "alerts" not in doc:
+        return AlertsConfig()
+    table = doc["alerts"]
+    where = f"{where} [alerts]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table with webhook and/or exec")
+    unknown = sorted(set(table) - {"webhook", "exec"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}", hint="known: webhook, exec")
+    webhook = _get(table, "webhook", str, where) if "webhook" in table else None
+    if webhook is not None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(webhook)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{where}: webhook {webhook!r} is not an http:// or https:// URL with a host")
+    exec_path = _path(base, _get(table, "exec", str, where)) if "exec" in table else None
+    if exec_path is not None and not (exec_path.is_file() and os.access(exec_path, os.X_OK)):
+        raise ConfigError(f"{where}: exec {str(exec_path)!r} is not an executable file",
+                          hint="give the path of a program (relative paths are from the config's directory)")
+    return AlertsConfig(webhook=webhook, exec_path=exec_path)
+
+
 def load_node_config(path: Path) -> NodeConfig:
     path = Path(path)
     doc = _read_toml(path, "node config")
@@ -140,7 +174,7 @@ def load_node_config(path: Path) -> NodeConfig:
     base = path.parent
     known = {"node_id", "genesis", "data_dir", "key", "tls_cert", "tls_key", "ca_cert", "peer_listen",
              "api_listen", "peers", "raft", "log_level", "api_peers", "inventory", "inventory_file", "region",
-             "tier", "labels"}
+             "tier", "labels", "alerts"}
     unknown = sorted(set(doc) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
@@ -180,6 +214,7 @@ def load_node_config(path: Path) -> NodeConfig:
         region=_get(doc, "region", str, where) if "region" in doc else "",
         tier=_get(doc, "tier", str, where) if "tier" in doc else "",
         labels=_labels(doc, where),
+        alerts=_alerts(doc, base, where),
     )
     if cfg.inventory not in INVENTORY_KINDS:
         raise ConfigError(f"{where}: inventory must be one of {', '.join(INVENTORY_KINDS)}, got {cfg.inventory!r}")

@@ -146,6 +146,8 @@ class RaftEngine:
         self._barrier_next: _BarrierGroup | None = None
         self._barrier_in_flight = False
         self._apply_listeners: list[Callable[[AppliedEntry], None]] = []
+        self._snapshot_listeners: list[Callable[[int, int], None]] = []
+        self._last_applied = store.applied_index()  # the state's applied index, as of the last apply
 
         data_dir.mkdir(parents=True, exist_ok=True)
         self.journal = LmdbJournal(data_dir / "journal")
@@ -155,7 +157,8 @@ class RaftEngine:
             self.journal.align_to_snapshot(header.prev_entry, header.last_entry)
         self.snapshots = SnapshotSerializer(
             snapshot_path, source=store, signer=self.signer, node_id=node_id, cluster_id=self.cluster_id,
-            verify_key_for=self._voter_key, chunk_size=SNAPSHOT_CHUNK_BYTES)
+            verify_key_for=self._voter_key, chunk_size=SNAPSHOT_CHUNK_BYTES,
+            on_installed=self._on_snapshot_installed)
 
         conf = SyncObjConf(
             autoTick=True,
@@ -243,6 +246,10 @@ class RaftEngine:
 
     def add_apply_listener(self, listener: Callable[[AppliedEntry], None]) -> None:
         self._apply_listeners.append(listener)
+
+    def add_snapshot_listener(self, listener: Callable[[int, int], None]) -> None:
+        """`listener(first, last)` after a snapshot from the leader brought entries first..last (tick thread)."""
+        self._snapshot_listeners.append(listener)
 
     # ----- proposing -----
     def propose(self, signed: pb.Signed, key: tuple[bytes, bytes]) -> Future[pb.Result]:
@@ -389,6 +396,7 @@ class RaftEngine:
         self.last_apply_monotonic = time.monotonic()
         if applied is not None:
             self._applied_batch.append(applied)
+            self._last_applied = applied.index
 
     def _after_tick(self) -> None:
         if not self._applied_batch:
@@ -410,6 +418,14 @@ class RaftEngine:
         for applied in batch:
             for listener in self._apply_listeners:
                 listener(applied)
+
+    def _on_snapshot_installed(self, index: int) -> None:
+        first, self._last_applied = self._last_applied + 1, self.store.applied_index()
+        for listener in self._snapshot_listeners:
+            try:
+                listener(first, index)
+            except Exception:  # a listener never breaks the tick
+                log.exception("snapshot listener failed")
 
     def _on_state_changed(self, old: int, new: int) -> None:
         log.info("node %s raft state %s -> %s (term %s)", self.node_id, old, new, self._sync.raftCurrentTerm

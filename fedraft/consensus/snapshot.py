@@ -360,7 +360,9 @@ class SnapshotSerializer:
         max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,
         retry_after: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        on_installed: Callable[[int], None] | None = None,
     ) -> None:
+        """`on_installed(index)` is called on the tick thread after a received snapshot replaced the state."""
         if len(cluster_id) != CLUSTER_ID_LEN:
             raise ConfigError(f"a cluster id has {CLUSTER_ID_LEN} bytes, got {len(cluster_id)}")
         if not 1 <= len(node_id.encode()) <= MAX_NODE_ID_BYTES:
@@ -377,6 +379,7 @@ class SnapshotSerializer:
         self._max_bytes = max_snapshot_bytes
         self._retry_after = retry_after
         self._clock = clock
+        self._on_installed = on_installed
         # Guards the rename into `path` against the worker; everything else is tick-thread only.
         self._lock = threading.Lock()
         self._generation = 0
@@ -584,6 +587,11 @@ class SnapshotSerializer:
             incoming.body_path.unlink(missing_ok=True)
         log.info("installed snapshot at index %d term %d from %s", header.index, header.term,
                  header.node_id)
+        if self._on_installed is not None:
+            try:
+                self._on_installed(header.index)
+            except Exception:  # the owner's code: a listener never breaks an install
+                log.exception("snapshot install listener failed")
         return True
 
     def _check_header(self, header: SnapshotHeader) -> None:

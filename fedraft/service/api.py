@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, NoReturn
 
@@ -23,6 +24,7 @@ from fedraft.consensus.engine import NotCommitted, NotLeader, RaftEngine
 from fedraft.consensus.validation import Checked, Refused, check_envelope
 from fedraft.crypto.request_auth import AUTH_HEADER
 from fedraft.domain import registry
+from fedraft.service.audit import RefusedRequest
 from fedraft.service.auth import AuthError, RequestVerifier
 from fedraft.storage.state import record_to_pb
 
@@ -40,6 +42,12 @@ COLLECTIONS = {"registry": (b"registry", "records"), "pools": (b"pools", "pools"
                "workloads": (b"workloads", "workloads"), "pairings": (b"pairings", "pairings")}
 
 
+# Refusals the audit journal records: the request itself was at fault. Routing and availability
+# (UNAVAILABLE: not the leader, lockdown; DEADLINE_EXCEEDED: outcome unknown) are not refusals.
+REFUSAL_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
+                           grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, leader: str = "") -> NoReturn:
     if leader:
         context.set_trailing_metadata(((LEADER_HEADER, leader),))
@@ -53,11 +61,37 @@ def _deadline(context: grpc.ServicerContext) -> float:
 
 
 class FederationService:
-    def __init__(self, engine: RaftEngine, node_id: str) -> None:
+    def __init__(self, engine: RaftEngine, node_id: str,
+                 on_refused: Callable[[RefusedRequest], None] | None = None) -> None:
         self.engine = engine
         self.store = engine.store
         self.node_id = node_id
         self.verifier = RequestVerifier(engine.store, engine.cluster_id)
+        self.on_refused = on_refused  # the node's audit journal (fedraft.service.audit)
+
+    def _refused(self, method: str, context: grpc.ServicerContext, code: str, reason: str,
+                 key_id: bytes | None = None) -> None:
+        """Tell the audit journal about a refused request (never raises: the answer matters more)."""
+        if self.on_refused is None:
+            return
+        try:
+            if key_id is None:  # the request's signer, if its auth header says
+                header = next((v for k, v in context.invocation_metadata() if k == AUTH_HEADER), None)
+                signed = pb.Signed()
+                if isinstance(header, bytes) and len(header) <= 1024:
+                    signed.ParseFromString(header)
+                key_id = bytes(signed.key_id)[:16]
+            self.on_refused(RefusedRequest(method=method, code=code, reason=reason, key_id=key_id,
+                                           peer=context.peer() or ""))
+        except Exception:
+            log.debug("could not record a refused request", exc_info=True)
+
+    def _note_abort(self, method: str, context: grpc.ServicerContext) -> None:
+        code = context.code()  # type: ignore[attr-defined]  # grpc's server context has it
+        if code in REFUSAL_CODES:
+            details = context.details()  # type: ignore[attr-defined]
+            reason = details.decode(errors="replace") if isinstance(details, bytes) else str(details or "")
+            self._refused(method, context, code.name, reason)
 
     # ----- plumbing -----
     def _authenticate(self, method: str, raw: bytes, context: grpc.ServicerContext) -> None:
@@ -104,6 +138,7 @@ class FederationService:
         for i, (signed, verdict) in enumerate(zip(request.envelopes, verdicts, strict=True)):
             if isinstance(verdict, Refused):
                 results.append(pb.Result(code=int(verdict.code), message=verdict.message, ordinal=i))
+                self._refused("Propose", context, verdict.code.name, verdict.message, bytes(signed.key_id))
             elif verdict.first_result is not None:
                 results.append(verdict.first_result)
             else:
@@ -219,8 +254,17 @@ class FederationService:
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         def unary(fn: Any) -> grpc.RpcMethodHandler[Any, Any]:
+            method = fn.__name__.capitalize()
+
+            def guarded(raw: bytes, context: grpc.ServicerContext) -> bytes:
+                try:
+                    return bytes(fn(raw, context))
+                except Exception:
+                    self._note_abort(method, context)  # a refusal goes to the audit journal
+                    raise
+
             # No deserializer: handlers get the raw bytes that were signed.
-            return grpc.unary_unary_rpc_method_handler(fn)
+            return grpc.unary_unary_rpc_method_handler(guarded)
 
         return grpc.method_handlers_generic_handler(SERVICE, {
             "Propose": unary(self.propose), "Get": unary(self.get), "List": unary(self.list),
