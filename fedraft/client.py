@@ -29,6 +29,7 @@ from fedraft.crypto.keyfile import load_private_key
 from fedraft.crypto.request_auth import AUTH_HEADER, sign_request
 from fedraft.crypto.signing import Identity, Signer
 from fedraft.domain import commands as c
+from fedraft.domain.catalog import commands as cc
 from fedraft.domain.governance import commands as gc
 from fedraft.domain.outcome import Code
 from fedraft.domain.placement import commands as pc
@@ -208,7 +209,7 @@ class Client:
 
     def list_page(self, collection: str, *, prefix: str = "", page_token: str = "", limit: int = 0,
              stale: bool = False) -> api.ListResponse:
-        """One page of a replicated collection (registry, pools, workloads, pairings)."""
+        """One page of a replicated collection (registry, pools, workloads, pairings, catalog)."""
         request = api.ListRequest(collection=collection, prefix=prefix, page_token=page_token, limit=limit,
                                   consistency=api.STALE if stale else api.LINEARIZABLE).SerializeToString()
         response = api.ListResponse()
@@ -224,7 +225,8 @@ class Client:
 
     def list(self, collection: str, *, prefix: str = "", stale: bool = False) -> list[Any]:
         """Every item of a collection, page by page (pages may come from different applied indexes)."""
-        field = {"registry": "records", "pools": "pools", "workloads": "workloads", "pairings": "pairings"}
+        field = {"registry": "records", "pools": "pools", "workloads": "workloads", "pairings": "pairings",
+                 "catalog": "catalog"}
         if collection not in field:
             raise CallerError(f"unknown collection {collection!r}")
         items: list[Any] = []
@@ -263,6 +265,19 @@ class Client:
 
     def pair_accept(self, from_pool: str, *, check: bool = True) -> pb.Result:
         return self._one(gc.PairAccept(from_pool), check)
+
+    # ----- model catalog -----
+    def publish_model(self, name: str, version: int, sha256: bytes, size_bytes: int, gpu_memory_mb: int = 0, *,
+                      check: bool = True) -> pb.Result:
+        """Publish name@version from this key's pool (it becomes the master on a first publish)."""
+        return self._one(cc.PublishModel(name, version, sha256, size_bytes, gpu_memory_mb), check)
+
+    def report_replica(self, name: str, version: int, pool: str, *, check: bool = True) -> pb.Result:
+        return self._one(cc.ReportReplica(name, version, pool), check)
+
+    def promote_master(self, name: str, pool: str, *, check: bool = True) -> pb.Result:
+        """Propose `pool` as the master of `name` (critical: every voter pool approves)."""
+        return self._one(cc.PromoteMaster(name, pool), check)
 
     def status(self, endpoint: str, *, include_digest: bool = False, signed: bool = True,
                timeout: float = 2.0) -> api.StatusResponse:

@@ -39,7 +39,8 @@ DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
 # collection name -> (LMDB database, ListResponse field)
 COLLECTIONS = {"registry": (b"registry", "records"), "pools": (b"pools", "pools"),
-               "workloads": (b"workloads", "workloads"), "pairings": (b"pairings", "pairings")}
+               "workloads": (b"workloads", "workloads"), "pairings": (b"pairings", "pairings"),
+               "catalog": (b"catalog", "catalog")}
 
 
 # Refusals the audit journal records: the request itself was at fault. Routing and availability

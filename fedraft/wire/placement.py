@@ -28,6 +28,7 @@ from fedraft.domain.placement.model import (
     WorkloadSpec,
 )
 from fedraft.errors import DecodeError
+from fedraft.wire import catalog
 
 E = TypeVar("E", Phase, Health)
 
@@ -90,6 +91,7 @@ FROM_PB: dict[str, Callable[[pb.Envelope], Command]] = {
     "report_status": _status,
     "migrate": lambda env: pc.Migrate(env.placement.migrate.workload_id, env.placement.migrate.to_pool),
     "pool_control": lambda env: pc.PoolControl(env.placement.pool_control.pool, env.placement.pool_control.action),
+    **catalog.FROM_PB,
 }
 
 
@@ -119,7 +121,7 @@ def _to(cmd: Command, env: pb.Envelope) -> None:
 TO_PB: dict[type[Command], Callable[[Command, pb.Envelope], None]] = {
     cls: _to for cls in (pc.PoolHeartbeat, pc.ReportInventory, pc.Submit, pc.Cancel, pc.ReportStatus,
                          pc.Migrate, pc.PoolControl)
-}
+} | catalog.TO_PB
 
 
 # ---- stored records ----

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
-from fedraft.consensus.handlers import core, governance, placement
+from fedraft.consensus.handlers import catalog, core, governance, placement
 from fedraft.consensus.handlers.context import ApplyContext, EntryScope, Rule, TickContext
 from fedraft.domain import commands as c
 from fedraft.storage.state import StateTxn
@@ -26,7 +26,8 @@ def _tick(ctx: ApplyContext, _command: c.Command) -> pb.Result:
     return ctx.result()
 
 
-RULES: dict[type[c.Command], Rule] = {**core.RULES, **governance.RULES, **placement.RULES, c.Tick: Rule(_tick)}
+RULES: dict[type[c.Command], Rule] = {**core.RULES, **governance.RULES, **placement.RULES, **catalog.RULES,
+                                      c.Tick: Rule(_tick)}
 
 __all__ = ["RULES", "ApplyContext", "EntryScope", "Rule", "TickContext", "next_deadline", "static_problem"]
 

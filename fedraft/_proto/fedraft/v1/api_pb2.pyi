@@ -4,6 +4,7 @@ isort:skip_file
 The public API: fedraft.v1.Federation (SPEC §8)."""
 
 from collections import abc as _abc
+from fedraft._proto.fedraft.v1 import catalog_pb2 as _catalog_pb2
 from fedraft._proto.fedraft.v1 import entries_pb2 as _entries_pb2
 from fedraft._proto.fedraft.v1 import governance_pb2 as _governance_pb2
 from fedraft._proto.fedraft.v1 import placement_pb2 as _placement_pb2
@@ -152,7 +153,7 @@ class ListRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     CONSISTENCY_FIELD_NUMBER: _builtins.int
     collection: _builtins.str
-    """registry, pools, workloads, pairings"""
+    """registry, pools, workloads, pairings, catalog"""
     prefix: _builtins.str
     """only keys starting with this"""
     page_token: _builtins.str
@@ -188,6 +189,7 @@ class ListResponse(_message.Message):
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     APPLIED_INDEX_FIELD_NUMBER: _builtins.int
     SERVED_BY_FIELD_NUMBER: _builtins.int
+    CATALOG_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """empty on the last page"""
     applied_index: _builtins.int
@@ -200,6 +202,8 @@ class ListResponse(_message.Message):
     def workloads(self) -> _containers.RepeatedCompositeFieldContainer[_placement_pb2.WorkloadRecord]: ...
     @_builtins.property
     def pairings(self) -> _containers.RepeatedCompositeFieldContainer[_governance_pb2.PairingRecord]: ...
+    @_builtins.property
+    def catalog(self) -> _containers.RepeatedCompositeFieldContainer[_catalog_pb2.CatalogRecord]: ...
     def __init__(
         self,
         *,
@@ -210,10 +214,11 @@ class ListResponse(_message.Message):
         next_page_token: _builtins.str = ...,
         applied_index: _builtins.int = ...,
         served_by: _builtins.str = ...,
+        catalog: _abc.Iterable[_catalog_pb2.CatalogRecord] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "next_page_token", b"next_page_token", "pairings", b"pairings", "pools", b"pools", "records", b"records", "served_by", b"served_by", "workloads", b"workloads"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "catalog", b"catalog", "next_page_token", b"next_page_token", "pairings", b"pairings", "pools", b"pools", "records", b"records", "served_by", b"served_by", "workloads", b"workloads"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -22,45 +22,46 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from fedraft._proto.fedraft.v1 import catalog_pb2 as fedraft_dot_v1_dot_catalog__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x64raft/v1/placement.proto\x12\nfedraft.v1\"\x1d\n\rPoolHeartbeat\x12\x0c\n\x04pool\x18\x01 \x01(\t\"J\n\x07GpuUnit\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\tmemory_mb\x18\x03 \x01(\x04\x12\x0f\n\x07healthy\x18\x04 \x01(\x08\"a\n\nWorkerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ncpu_millis\x18\x02 \x01(\x04\x12\x0e\n\x06ram_mb\x18\x03 \x01(\x04\x12!\n\x04gpus\x18\x04 \x03(\x0b\x32\x13.fedraft.v1.GpuUnit\"v\n\x0fReportInventory\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0c\n\x04tier\x18\x03 \x01(\t\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12\'\n\x07workers\x18\x05 \x03(\x0b\x32\x16.fedraft.v1.WorkerInfo\"\xe4\x01\n\x0cWorkloadSpec\x12\x0c\n\x04gpus\x18\x01 \x01(\r\x12\x15\n\rgpu_memory_mb\x18\x02 \x01(\x04\x12\x12\n\ncpu_millis\x18\x03 \x01(\x04\x12\x0e\n\x06ram_mb\x18\x04 \x01(\x04\x12\x10\n\x08priority\x18\x05 \x01(\x11\x12\x11\n\tmin_trust\x18\x06 \x01(\t\x12\x0e\n\x06labels\x18\x07 \x03(\t\x12\x15\n\rexclude_pools\x18\x08 \x03(\t\x12\x18\n\x10preferred_region\x18\t \x01(\t\x12\r\n\x05model\x18\n \x01(\t\x12\x16\n\x0emax_latency_ms\x18\x0b \x01(\r\"E\n\x06Submit\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12&\n\x04spec\x18\x02 \x01(\x0b\x32\x18.fedraft.v1.WorkloadSpec\"\x1d\n\x06\x43\x61ncel\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\"C\n\x0cReportStatus\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\r\n\x05phase\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"/\n\x07Migrate\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x0f\n\x07to_pool\x18\x02 \x01(\t\"+\n\x0bPoolControl\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\"\xe3\x02\n\x10PlacementCommand\x12\x33\n\x0epool_heartbeat\x18\x01 \x01(\x0b\x32\x19.fedraft.v1.PoolHeartbeatH\x00\x12\x37\n\x10report_inventory\x18\x02 \x01(\x0b\x32\x1b.fedraft.v1.ReportInventoryH\x00\x12$\n\x06submit\x18\x03 \x01(\x0b\x32\x12.fedraft.v1.SubmitH\x00\x12$\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x12.fedraft.v1.CancelH\x00\x12\x31\n\rreport_status\x18\x05 \x01(\x0b\x32\x18.fedraft.v1.ReportStatusH\x00\x12&\n\x07migrate\x18\x06 \x01(\x0b\x32\x13.fedraft.v1.MigrateH\x00\x12/\n\x0cpool_control\x18\x07 \x01(\x0b\x32\x17.fedraft.v1.PoolControlH\x00\x42\t\n\x07\x63ommand\"t\n\x0fPlacementResult\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x0e\n\x06worker\x18\x03 \x01(\t\x12\x0c\n\x04gpus\x18\x04 \x03(\t\x12\r\n\x05phase\x18\x05 \x01(\t\x12\x11\n\tpreempted\x18\x06 \x03(\t\"\x9b\x02\n\nPoolRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0c\n\x04tier\x18\x03 \x01(\t\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12\r\n\x05voter\x18\x05 \x01(\x08\x12\x0e\n\x06health\x18\x06 \x01(\t\x12\x19\n\x11last_heartbeat_ms\x18\x07 \x01(\x04\x12\x12\n\nchanged_ms\x18\x08 \x01(\x04\x12\x16\n\x0e\x64own_events_ms\x18\t \x03(\x04\x12\'\n\x07workers\x18\n \x03(\x0b\x32\x16.fedraft.v1.WorkerInfo\x12\x10\n\x08\x63ordoned\x18\x0b \x01(\x08\x12\x1d\n\x10\x64rain_started_ms\x18\x0c \x01(\x04H\x00\x88\x01\x01\x42\x13\n\x11_drain_started_ms\"=\n\x0fPlacementRecord\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x0c\n\x04gpus\x18\x03 \x03(\t\"^\n\nMoveRecord\x12\r\n\x05\x61t_ms\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x11\n\tfrom_pool\x18\x03 \x01(\t\x12\x0f\n\x07to_pool\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\x93\x03\n\x0eWorkloadRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x04spec\x18\x02 \x01(\x0b\x32\x18.fedraft.v1.WorkloadSpec\x12\x16\n\x0esubmitter_pool\x18\x03 \x01(\t\x12\r\n\x05phase\x18\x04 \x01(\t\x12\x33\n\tplacement\x18\x05 \x01(\x0b\x32\x1b.fedraft.v1.PlacementRecordH\x00\x88\x01\x01\x12\x11\n\thome_pool\x18\x06 \x01(\t\x12\x17\n\x0fsubmitted_index\x18\x07 \x01(\x04\x12\x11\n\tplaced_ms\x18\x08 \x01(\x04\x12\x1e\n\x11last_load_move_ms\x18\t \x01(\x04H\x01\x88\x01\x01\x12%\n\x05moves\x18\n \x03(\x0b\x32\x16.fedraft.v1.MoveRecord\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x0c \x01(\x0c\x12\x15\n\x08tried_ms\x18\r \x01(\x04H\x02\x88\x01\x01\x42\x0c\n\n_placementB\x14\n\x12_last_load_move_msB\x0b\n\t_tried_msb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x64raft/v1/placement.proto\x12\nfedraft.v1\x1a\x18\x66\x65\x64raft/v1/catalog.proto\"\x1d\n\rPoolHeartbeat\x12\x0c\n\x04pool\x18\x01 \x01(\t\"J\n\x07GpuUnit\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\tmemory_mb\x18\x03 \x01(\x04\x12\x0f\n\x07healthy\x18\x04 \x01(\x08\"a\n\nWorkerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ncpu_millis\x18\x02 \x01(\x04\x12\x0e\n\x06ram_mb\x18\x03 \x01(\x04\x12!\n\x04gpus\x18\x04 \x03(\x0b\x32\x13.fedraft.v1.GpuUnit\"v\n\x0fReportInventory\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0c\n\x04tier\x18\x03 \x01(\t\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12\'\n\x07workers\x18\x05 \x03(\x0b\x32\x16.fedraft.v1.WorkerInfo\"\xe4\x01\n\x0cWorkloadSpec\x12\x0c\n\x04gpus\x18\x01 \x01(\r\x12\x15\n\rgpu_memory_mb\x18\x02 \x01(\x04\x12\x12\n\ncpu_millis\x18\x03 \x01(\x04\x12\x0e\n\x06ram_mb\x18\x04 \x01(\x04\x12\x10\n\x08priority\x18\x05 \x01(\x11\x12\x11\n\tmin_trust\x18\x06 \x01(\t\x12\x0e\n\x06labels\x18\x07 \x03(\t\x12\x15\n\rexclude_pools\x18\x08 \x03(\t\x12\x18\n\x10preferred_region\x18\t \x01(\t\x12\r\n\x05model\x18\n \x01(\t\x12\x16\n\x0emax_latency_ms\x18\x0b \x01(\r\"E\n\x06Submit\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12&\n\x04spec\x18\x02 \x01(\x0b\x32\x18.fedraft.v1.WorkloadSpec\"\x1d\n\x06\x43\x61ncel\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\"C\n\x0cReportStatus\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\r\n\x05phase\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"/\n\x07Migrate\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x0f\n\x07to_pool\x18\x02 \x01(\t\"+\n\x0bPoolControl\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\"\x80\x04\n\x10PlacementCommand\x12\x33\n\x0epool_heartbeat\x18\x01 \x01(\x0b\x32\x19.fedraft.v1.PoolHeartbeatH\x00\x12\x37\n\x10report_inventory\x18\x02 \x01(\x0b\x32\x1b.fedraft.v1.ReportInventoryH\x00\x12$\n\x06submit\x18\x03 \x01(\x0b\x32\x12.fedraft.v1.SubmitH\x00\x12$\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x12.fedraft.v1.CancelH\x00\x12\x31\n\rreport_status\x18\x05 \x01(\x0b\x32\x18.fedraft.v1.ReportStatusH\x00\x12&\n\x07migrate\x18\x06 \x01(\x0b\x32\x13.fedraft.v1.MigrateH\x00\x12/\n\x0cpool_control\x18\x07 \x01(\x0b\x32\x17.fedraft.v1.PoolControlH\x00\x12\x31\n\rpublish_model\x18\x08 \x01(\x0b\x32\x18.fedraft.v1.PublishModelH\x00\x12\x33\n\x0ereport_replica\x18\t \x01(\x0b\x32\x19.fedraft.v1.ReportReplicaH\x00\x12\x33\n\x0epromote_master\x18\n \x01(\x0b\x32\x19.fedraft.v1.PromoteMasterH\x00\x42\t\n\x07\x63ommand\"t\n\x0fPlacementResult\x12\x13\n\x0bworkload_id\x18\x01 \x01(\t\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x0e\n\x06worker\x18\x03 \x01(\t\x12\x0c\n\x04gpus\x18\x04 \x03(\t\x12\r\n\x05phase\x18\x05 \x01(\t\x12\x11\n\tpreempted\x18\x06 \x03(\t\"\x9b\x02\n\nPoolRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0c\n\x04tier\x18\x03 \x01(\t\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12\r\n\x05voter\x18\x05 \x01(\x08\x12\x0e\n\x06health\x18\x06 \x01(\t\x12\x19\n\x11last_heartbeat_ms\x18\x07 \x01(\x04\x12\x12\n\nchanged_ms\x18\x08 \x01(\x04\x12\x16\n\x0e\x64own_events_ms\x18\t \x03(\x04\x12\'\n\x07workers\x18\n \x03(\x0b\x32\x16.fedraft.v1.WorkerInfo\x12\x10\n\x08\x63ordoned\x18\x0b \x01(\x08\x12\x1d\n\x10\x64rain_started_ms\x18\x0c \x01(\x04H\x00\x88\x01\x01\x42\x13\n\x11_drain_started_ms\"=\n\x0fPlacementRecord\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x0c\n\x04gpus\x18\x03 \x03(\t\"^\n\nMoveRecord\x12\r\n\x05\x61t_ms\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x11\n\tfrom_pool\x18\x03 \x01(\t\x12\x0f\n\x07to_pool\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\x93\x03\n\x0eWorkloadRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x04spec\x18\x02 \x01(\x0b\x32\x18.fedraft.v1.WorkloadSpec\x12\x16\n\x0esubmitter_pool\x18\x03 \x01(\t\x12\r\n\x05phase\x18\x04 \x01(\t\x12\x33\n\tplacement\x18\x05 \x01(\x0b\x32\x1b.fedraft.v1.PlacementRecordH\x00\x88\x01\x01\x12\x11\n\thome_pool\x18\x06 \x01(\t\x12\x17\n\x0fsubmitted_index\x18\x07 \x01(\x04\x12\x11\n\tplaced_ms\x18\x08 \x01(\x04\x12\x1e\n\x11last_load_move_ms\x18\t \x01(\x04H\x01\x88\x01\x01\x12%\n\x05moves\x18\n \x03(\x0b\x32\x16.fedraft.v1.MoveRecord\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x0c \x01(\x0c\x12\x15\n\x08tried_ms\x18\r \x01(\x04H\x02\x88\x01\x01\x42\x0c\n\n_placementB\x14\n\x12_last_load_move_msB\x0b\n\t_tried_msb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedraft._proto.fedraft.v1.placement_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_POOLHEARTBEAT']._serialized_start=42
-  _globals['_POOLHEARTBEAT']._serialized_end=71
-  _globals['_GPUUNIT']._serialized_start=73
-  _globals['_GPUUNIT']._serialized_end=147
-  _globals['_WORKERINFO']._serialized_start=149
-  _globals['_WORKERINFO']._serialized_end=246
-  _globals['_REPORTINVENTORY']._serialized_start=248
-  _globals['_REPORTINVENTORY']._serialized_end=366
-  _globals['_WORKLOADSPEC']._serialized_start=369
-  _globals['_WORKLOADSPEC']._serialized_end=597
-  _globals['_SUBMIT']._serialized_start=599
-  _globals['_SUBMIT']._serialized_end=668
-  _globals['_CANCEL']._serialized_start=670
-  _globals['_CANCEL']._serialized_end=699
-  _globals['_REPORTSTATUS']._serialized_start=701
-  _globals['_REPORTSTATUS']._serialized_end=768
-  _globals['_MIGRATE']._serialized_start=770
-  _globals['_MIGRATE']._serialized_end=817
-  _globals['_POOLCONTROL']._serialized_start=819
-  _globals['_POOLCONTROL']._serialized_end=862
-  _globals['_PLACEMENTCOMMAND']._serialized_start=865
-  _globals['_PLACEMENTCOMMAND']._serialized_end=1220
-  _globals['_PLACEMENTRESULT']._serialized_start=1222
-  _globals['_PLACEMENTRESULT']._serialized_end=1338
-  _globals['_POOLRECORD']._serialized_start=1341
-  _globals['_POOLRECORD']._serialized_end=1624
-  _globals['_PLACEMENTRECORD']._serialized_start=1626
-  _globals['_PLACEMENTRECORD']._serialized_end=1687
-  _globals['_MOVERECORD']._serialized_start=1689
-  _globals['_MOVERECORD']._serialized_end=1783
-  _globals['_WORKLOADRECORD']._serialized_start=1786
-  _globals['_WORKLOADRECORD']._serialized_end=2189
+  _globals['_POOLHEARTBEAT']._serialized_start=68
+  _globals['_POOLHEARTBEAT']._serialized_end=97
+  _globals['_GPUUNIT']._serialized_start=99
+  _globals['_GPUUNIT']._serialized_end=173
+  _globals['_WORKERINFO']._serialized_start=175
+  _globals['_WORKERINFO']._serialized_end=272
+  _globals['_REPORTINVENTORY']._serialized_start=274
+  _globals['_REPORTINVENTORY']._serialized_end=392
+  _globals['_WORKLOADSPEC']._serialized_start=395
+  _globals['_WORKLOADSPEC']._serialized_end=623
+  _globals['_SUBMIT']._serialized_start=625
+  _globals['_SUBMIT']._serialized_end=694
+  _globals['_CANCEL']._serialized_start=696
+  _globals['_CANCEL']._serialized_end=725
+  _globals['_REPORTSTATUS']._serialized_start=727
+  _globals['_REPORTSTATUS']._serialized_end=794
+  _globals['_MIGRATE']._serialized_start=796
+  _globals['_MIGRATE']._serialized_end=843
+  _globals['_POOLCONTROL']._serialized_start=845
+  _globals['_POOLCONTROL']._serialized_end=888
+  _globals['_PLACEMENTCOMMAND']._serialized_start=891
+  _globals['_PLACEMENTCOMMAND']._serialized_end=1403
+  _globals['_PLACEMENTRESULT']._serialized_start=1405
+  _globals['_PLACEMENTRESULT']._serialized_end=1521
+  _globals['_POOLRECORD']._serialized_start=1524
+  _globals['_POOLRECORD']._serialized_end=1807
+  _globals['_PLACEMENTRECORD']._serialized_start=1809
+  _globals['_PLACEMENTRECORD']._serialized_end=1870
+  _globals['_MOVERECORD']._serialized_start=1872
+  _globals['_MOVERECORD']._serialized_end=1966
+  _globals['_WORKLOADRECORD']._serialized_start=1969
+  _globals['_WORKLOADRECORD']._serialized_end=2372
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ millicores, times in effective milliseconds (SPEC D6).
 """
 
 from collections import abc as _abc
+from fedraft._proto.fedraft.v1 import catalog_pb2 as _catalog_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -321,6 +322,9 @@ class PlacementCommand(_message.Message):
     REPORT_STATUS_FIELD_NUMBER: _builtins.int
     MIGRATE_FIELD_NUMBER: _builtins.int
     POOL_CONTROL_FIELD_NUMBER: _builtins.int
+    PUBLISH_MODEL_FIELD_NUMBER: _builtins.int
+    REPORT_REPLICA_FIELD_NUMBER: _builtins.int
+    PROMOTE_MASTER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def pool_heartbeat(self) -> Global___PoolHeartbeat: ...
     @_builtins.property
@@ -335,6 +339,14 @@ class PlacementCommand(_message.Message):
     def migrate(self) -> Global___Migrate: ...
     @_builtins.property
     def pool_control(self) -> Global___PoolControl: ...
+    @_builtins.property
+    def publish_model(self) -> _catalog_pb2.PublishModel:
+        """the model catalog (catalog.proto)"""
+
+    @_builtins.property
+    def report_replica(self) -> _catalog_pb2.ReportReplica: ...
+    @_builtins.property
+    def promote_master(self) -> _catalog_pb2.PromoteMaster: ...
     def __init__(
         self,
         *,
@@ -345,12 +357,15 @@ class PlacementCommand(_message.Message):
         report_status: Global___ReportStatus | None = ...,
         migrate: Global___Migrate | None = ...,
         pool_control: Global___PoolControl | None = ...,
+        publish_model: _catalog_pb2.PublishModel | None = ...,
+        report_replica: _catalog_pb2.ReportReplica | None = ...,
+        promote_master: _catalog_pb2.PromoteMaster | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "command", b"command", "migrate", b"migrate", "pool_control", b"pool_control", "pool_heartbeat", b"pool_heartbeat", "report_inventory", b"report_inventory", "report_status", b"report_status", "submit", b"submit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "command", b"command", "migrate", b"migrate", "pool_control", b"pool_control", "pool_heartbeat", b"pool_heartbeat", "promote_master", b"promote_master", "publish_model", b"publish_model", "report_inventory", b"report_inventory", "report_replica", b"report_replica", "report_status", b"report_status", "submit", b"submit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "command", b"command", "migrate", b"migrate", "pool_control", b"pool_control", "pool_heartbeat", b"pool_heartbeat", "report_inventory", b"report_inventory", "report_status", b"report_status", "submit", b"submit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "command", b"command", "migrate", b"migrate", "pool_control", b"pool_control", "pool_heartbeat", b"pool_heartbeat", "promote_master", b"promote_master", "publish_model", b"publish_model", "report_inventory", b"report_inventory", "report_replica", b"report_replica", "report_status", b"report_status", "submit", b"submit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["pool_heartbeat", "report_inventory", "submit", "cancel", "report_status", "migrate", "pool_control"]  # noqa: Y015
+    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["pool_heartbeat", "report_inventory", "submit", "cancel", "report_status", "migrate", "pool_control", "publish_model", "report_replica", "promote_master"]  # noqa: Y015
     _WhichOneofArgType_command: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_command) -> _WhichOneofReturnType_command | None: ...
 
