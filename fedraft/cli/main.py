@@ -35,6 +35,7 @@ COMMAND_MODULES: list[str] = [
     "fedraft.cli.workload_cmd",
     "fedraft.cli.pool_cmd",
     "fedraft.cli.pair_cmd",
+    "fedraft.cli.audit_cmd",
     "fedraft.cli.catalog_cmd",
 ]
 
