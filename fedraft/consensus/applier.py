@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
-from fedraft.consensus.handlers import RULES, ApplyContext, EntryScope
+from fedraft.consensus.handlers import ApplyContext, EntryScope, dispatch
 from fedraft.consensus.validation import Checked, Refused, check_envelope
 from fedraft.crypto.chain import next_head
 from fedraft.crypto.signing import CTX_ENTRY, SIG_LEN, key_id_of, verify
@@ -25,6 +25,7 @@ from fedraft.domain.validity import effective_time
 from fedraft.errors import SignatureError
 from fedraft.storage.state import (
     M_APPLIED,
+    M_APPLY_VERSION,
     M_EFFECTIVE,
     M_HEAD,
     M_TERM,
@@ -153,6 +154,10 @@ class Applier:
         results: list[pb.Result] = []
         requests: list[tuple[bytes, bytes] | None] = []
         for ordinal, signed_env in enumerate(entry.envelopes):
+            replicated = st.meta_int(M_APPLY_VERSION)
+            if replicated > APPLY_VERSION:
+                # D16: SetApplyVersion raised the version (perhaps earlier in this entry, D9).
+                raise ApplyVersionTooNew(replicated)
             verdict = check_envelope(st, signed_env, self.cluster_id, now)
             requests.append((bytes(signed_env.key_id), bytes(verdict.envelope.request_id))
                             if verdict.envelope is not None else None)
@@ -165,8 +170,8 @@ class Applier:
                 result = verdict.first_result
             else:
                 ctx = ApplyContext(st, self.genesis, index, ordinal, now, term_start, bytes(signed_env.key_id),
-                                   bytes(verdict.envelope.request_id), verdict.principal, scope)
-                result = RULES[type(verdict.command)].apply(ctx, verdict.command)
+                                   bytes(verdict.envelope.request_id), verdict.principal, scope, signed_env)
+                result = dispatch(ctx, verdict.command)
                 if not isinstance(verdict.command, UNREMEMBERED):
                     self._remember(st, ctx.key_id, verdict.envelope, verdict.body_hash, result)
             results.append(result)

@@ -15,8 +15,9 @@ from fedraft.crypto.signing import CTX_ENVELOPE, verify
 from fedraft.domain.commands import Command
 from fedraft.domain.outcome import Code
 from fedraft.domain.roles import Role, may_issue
-from fedraft.domain.validity import DEFAULT_MAX_VALIDITY_MS, Window, window_problem
+from fedraft.domain.validity import Window, window_problem
 from fedraft.errors import DecodeError, SignatureError
+from fedraft.storage import governance_schema
 from fedraft.storage.state import StateTxn
 from fedraft.wire.commands import command_from_pb
 
@@ -42,7 +43,8 @@ class Refused:
 
 
 def check_envelope(st: StateTxn, signed: pb.Signed, cluster_id: bytes, now_ms: int,
-                   max_validity_ms: int = DEFAULT_MAX_VALIDITY_MS) -> Checked | Refused:
+                   max_validity_ms: int | None = None) -> Checked | Refused:
+    """`max_validity_ms`: the longest envelope window; None reads it from the replicated policy."""
     try:
         check_signed_shape(signed)
     except DecodeError as exc:
@@ -50,6 +52,12 @@ def check_envelope(st: StateTxn, signed: pb.Signed, cluster_id: bytes, now_ms: i
     principal = st.principal(bytes(signed.key_id))
     if principal is None:
         return Refused(Code.UNAUTHENTICATED, f"unknown key id {bytes(signed.key_id).hex()}")
+    if principal.revoked_index:
+        # From the envelope after the change on (D9); what it signed before stays applied.
+        return Refused(Code.UNAUTHENTICATED, f"key {bytes(signed.key_id).hex()} of {principal.name} was "
+                                             f"{principal.revoked_why or 'revoked'} at index {principal.revoked_index}")
+    if max_validity_ms is None:
+        max_validity_ms = governance_schema.policy(st).max_validity_ms
     try:
         verify(bytes(principal.public_key), CTX_ENVELOPE, cluster_id, bytes(signed.body), bytes(signed.sig))
     except SignatureError:

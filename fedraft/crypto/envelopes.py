@@ -69,3 +69,21 @@ def parse_envelope(body: bytes) -> pb.Envelope:
 
 def body_digest(body: bytes) -> bytes:
     return hashlib.sha256(body).digest()
+
+
+def pending_id_of(signed: pb.Signed) -> bytes:
+    """A critical command's pending id (SPEC §6): sha256 of its Signed envelope serialized with
+    deterministic=True — the bytes it has inside the log entry, and the bytes a client that built it
+    with build_envelope sends."""
+    return hashlib.sha256(signed.SerializeToString(deterministic=True)).digest()
+
+
+def command_digest_of(env: pb.Envelope) -> bytes:
+    """What a vote on a critical command names: sha256 of the envelope with only its command kept
+    (cluster id, request id and validity window cleared), serialized with deterministic=True. Two
+    proposals of the same command have the same digest."""
+    only = pb.Envelope()
+    only.CopyFrom(env)
+    for name in ("cluster_id", "request_id", "issued_at_ms", "expires_at_ms"):
+        only.ClearField(name)
+    return hashlib.sha256(only.SerializeToString(deterministic=True)).digest()

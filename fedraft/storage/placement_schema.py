@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from fedraft._proto.fedraft.v1 import placement_pb2 as ppb
 from fedraft.domain.genesis import Genesis
 from fedraft.domain.placement.model import Policy, Pool, Workload
+from fedraft.storage import governance_schema
 from fedraft.wire.placement import pool_from_pb, pool_to_pb, workload_from_pb, workload_to_pb
 
 if TYPE_CHECKING:
@@ -68,6 +69,11 @@ def workloads(st: StateTxn) -> Iterator[Workload]:
         yield workload_from_pb(rec)
 
 
-def policy(_st: StateTxn) -> Policy:
-    """The placement policy; SetPolicy (a critical governance command) will store one. Defaults: SPEC's."""
-    return Policy()
+def delete_pool(st: StateTxn, pool_id: str) -> bool:
+    return st.delete(POOLS, pool_id.encode())
+
+
+def policy(st: StateTxn) -> Policy:
+    """The placement part of the replicated policy (SetPolicy, a critical governance command); SPEC's
+    defaults until one is stored."""
+    return governance_schema.policy(st).placement

@@ -1,7 +1,9 @@
 """Apply rules by command class, gathered from every area, and the areas' Tick hooks (SPEC D6).
 
 Each area module exports RULES (command class -> Rule), TICKERS (run on every Tick, in order) and
-DEADLINES (the earliest effective time at which the area needs a Tick, or None).
+DEADLINES (the earliest effective time at which the area needs a Tick, or None). `dispatch` is how
+the applier runs a checked command: a CRITICAL one is recorded as pending instead (approvals.py) and
+runs through `execute` at its last approval.
 """
 
 from __future__ import annotations
@@ -9,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
-from fedraft.consensus.handlers import catalog, core, governance, placement
+from fedraft.consensus.handlers import approvals, catalog, core, governance, placement
 from fedraft.consensus.handlers.context import ApplyContext, EntryScope, Rule, TickContext
 from fedraft.domain import commands as c
 from fedraft.storage.state import StateTxn
 
-TICKERS: tuple[Callable[[TickContext], None], ...] = (*governance.TICKERS, *placement.TICKERS)
-DEADLINES: tuple[Callable[[StateTxn, int], int | None], ...] = (*governance.DEADLINES, *placement.DEADLINES)
+TICKERS: tuple[Callable[[TickContext], None], ...] = (*approvals.TICKERS, *governance.TICKERS, *placement.TICKERS)
+DEADLINES: tuple[Callable[[StateTxn, int], int | None], ...] = (*approvals.DEADLINES, *governance.DEADLINES,
+                                                                 *placement.DEADLINES)
 
 
 def _tick(ctx: ApplyContext, _command: c.Command) -> pb.Result:
@@ -29,7 +32,23 @@ def _tick(ctx: ApplyContext, _command: c.Command) -> pb.Result:
 RULES: dict[type[c.Command], Rule] = {**core.RULES, **governance.RULES, **placement.RULES, **catalog.RULES,
                                       c.Tick: Rule(_tick)}
 
-__all__ = ["RULES", "ApplyContext", "EntryScope", "Rule", "TickContext", "next_deadline", "static_problem"]
+
+def execute(ctx: ApplyContext, command: c.Command) -> pb.Result:
+    """Run a command's own apply rule now (for a critical command: once it is approved)."""
+    return RULES[type(command)].apply(ctx, command)
+
+
+def dispatch(ctx: ApplyContext, command: c.Command) -> pb.Result:
+    """Apply one checked command: a critical one becomes a pending operation (SPEC §6)."""
+    if type(command).CRITICAL:
+        return approvals.propose(ctx, command, execute)
+    return execute(ctx, command)
+
+
+RULES.update(approvals.rules(execute))
+
+__all__ = ["RULES", "ApplyContext", "EntryScope", "Rule", "TickContext", "dispatch", "execute", "next_deadline",
+           "static_problem"]
 
 
 def static_problem(command: c.Command) -> str | None:

@@ -33,6 +33,9 @@ class ApplyContext:
     request_id: bytes
     principal: pb.Principal  # the author as the state knew it when the envelope applied
     scope: EntryScope
+    # The envelope as it appears in the log entry (a critical command's pending id is its hash). When a
+    # critical command executes at its last approval, author and envelope are the proposal's.
+    signed: pb.Signed | None = None
 
     def result(self, code: Code = Code.OK, message: str = "") -> pb.Result:
         return pb.Result(code=int(code), message=message, index=self.index, ordinal=self.ordinal)
