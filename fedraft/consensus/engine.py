@@ -37,7 +37,7 @@ from fedraft.crypto.envelopes import build_envelope, new_request_id
 from fedraft.crypto.signing import CTX_ENTRY, Identity, Signer
 from fedraft.domain.commands import Barrier, Command, Tick
 from fedraft.domain.outcome import Code
-from fedraft.storage.state import M_TERM_START, StateStore
+from fedraft.storage.state import M_APPLY_VERSION, M_TERM_START, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -352,8 +352,12 @@ class RaftEngine:
         if not self.is_leader or self.halted:
             self._fail(batch, NotLeader(self.leader_id))
             return
+        # D16: an entry needs the replicated apply version, not this node's newest: a leader upgraded
+        # ahead of SetApplyVersion must not stop the nodes that are not upgraded yet.
+        with self.store.read() as st:
+            version = min(APPLY_VERSION, st.meta_int(M_APPLY_VERSION) or 1)
         entry = pb.LogEntry(term=self.term, leader_id=self.node_id, leader_time_ms=self.wall_ms(),
-                            apply_version=APPLY_VERSION, envelopes=[p.signed for p in batch])
+                            apply_version=version, envelopes=[p.signed for p in batch])
         body = entry.SerializeToString(deterministic=True)
         signed = pb.Signed(body=body, sig=self.signer.sign(CTX_ENTRY, self.cluster_id, body),
                            key_id=self.signer.key_id)
