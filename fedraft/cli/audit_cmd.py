@@ -142,7 +142,9 @@ def _audit_row(r: dict[str, Any]) -> dict[str, Any]:
                    message=r.get("message", "") + (" [recovered]" if r.get("recovered") else ""))
     elif kind == "refused":
         extra = f" (+{r['suppressed_before']} not recorded)" if r.get("suppressed_before") else ""
-        row.update(what=r.get("method", ""), author=_who(r.get("author"), r.get("key_id")) or r.get("peer", ""),
+        claimed = _who(r.get("claimed_author"), "")
+        who = _who(r.get("author"), "") or (f"claims {claimed}" if claimed else _who(None, r.get("key_id")))
+        row.update(what=r.get("method", ""), author=who or r.get("peer", ""),
                    result=r.get("code_name", ""), message=r.get("reason", "") + extra)
     elif kind == "snapshot":
         row.update(index=f"{r.get('first')}..{r.get('last')}", what="snapshot", message=r.get("message", ""))

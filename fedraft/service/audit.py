@@ -301,6 +301,9 @@ class LocalRecorder:
             "kind": "refused", "node": self.node_id, "at_ms": request.at_ms, "method": request.method,
             "code_name": request.code, "reason": request.reason, "key_id": request.key_id.hex(),
             "author": author, "peer": request.peer}
+        if request.code == "UNAUTHENTICATED" and author is not None:
+            # the signature did not verify: the key id is only what the request claimed
+            body["author"], body["claimed_author"] = None, author
         if suppressed:
             body["suppressed_before"] = suppressed  # refusals over the rate limit, not recorded one by one
         self.local.append(AUDIT, [Pending(body)])

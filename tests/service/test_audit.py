@@ -109,12 +109,15 @@ def test_refused_requests_are_journaled_with_their_author(fed: Fed, state: State
     rec.on_refused(RefusedRequest("Propose", "INVALID_ARGUMENT", "keys live under /routes/ or /settings/", hq,
                                   "ipv4:127.0.0.1:5000", at_ms=T0))
     rec.on_refused(RefusedRequest("Get", "UNAUTHENTICATED", "missing fedraft-auth-bin metadata", at_ms=T0 + 1))
+    rec.on_refused(RefusedRequest("List", "UNAUTHENTICATED", "request signature does not verify", hq, at_ms=T0 + 2))
     assert rec.flush()
     rec.stop()
-    r1, r2 = local.records(AUDIT)
+    r1, r2, r3 = local.records(AUDIT)
     assert (r1["kind"], r1["method"], r1["code_name"], r1["author"]["name"], r1["at_ms"]) == \
         ("refused", "Propose", "INVALID_ARGUMENT", "hq-admin", T0)
     assert (r2["method"], r2["author"], r2["key_id"]) == ("Get", None, "")
+    # a signature that does not verify proves nobody: the key is only claimed
+    assert (r3["author"], r3["claimed_author"]["name"]) == (None, "hq-admin")
     assert local.audited_index() == 0  # refusals are not applied entries
 
 
