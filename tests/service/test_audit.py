@@ -368,3 +368,19 @@ def test_the_snapshot_serializer_tells_its_listener(tmp_path: Path) -> None:
     other = make(tmp_path / "c" / "snapshot", FakeSource(tmp_path / "c"), node="node-b", identity=OTHER,
                  on_installed=broken)
     assert [other.setTransmissionData(chunk) for chunk in transmit(sender, "n3")][-1] is True  # still installed
+
+
+def test_the_engine_reports_the_range_a_snapshot_brought() -> None:
+    from types import SimpleNamespace
+
+    from fedraft.consensus.engine import RaftEngine
+
+    calls: list[tuple[int, int]] = []
+
+    def broken(_first: int, _last: int) -> None:
+        raise RuntimeError("listener bug")
+
+    engine: Any = SimpleNamespace(_last_applied=7, store=SimpleNamespace(applied_index=lambda: 38),
+                                  _snapshot_listeners=[broken, lambda a, b: calls.append((a, b))])
+    RaftEngine._on_snapshot_installed(engine, 40)  # the state is at 38; 39..40 were pysyncobj no-ops
+    assert calls == [(8, 40)] and engine._last_applied == 38
