@@ -34,6 +34,7 @@ from fedraft.domain.governance import commands as gc
 from fedraft.domain.outcome import Code
 from fedraft.domain.placement import commands as pc
 from fedraft.domain.placement.model import Phase, Trust, WorkloadSpec
+from fedraft.domain.roles import Role
 from fedraft.errors import CallerError, ConfigError, FedraftError, Unavailable
 
 SERVICE = "/fedraft.v1.Federation/"
@@ -226,7 +227,7 @@ class Client:
     def list(self, collection: str, *, prefix: str = "", stale: bool = False) -> list[Any]:
         """Every item of a collection, page by page (pages may come from different applied indexes)."""
         field = {"registry": "records", "pools": "pools", "workloads": "workloads", "pairings": "pairings",
-                 "catalog": "catalog"}
+                 "catalog": "catalog", "pending": "pending", "principals": "principals", "policy": "policy"}
         if collection not in field:
             raise CallerError(f"unknown collection {collection!r}")
         items: list[Any] = []
@@ -278,6 +279,57 @@ class Client:
     def promote_master(self, name: str, pool: str, *, check: bool = True) -> pb.Result:
         """Propose `pool` as the master of `name` (critical: every voter pool approves)."""
         return self._one(cc.PromoteMaster(name, pool), check)
+
+    # ----- governance (critical operations wait as pending until every voter pool approved) -----
+    def add_principal(self, public_key: bytes, pool: str, role: Role, name: str, *, check: bool = True) -> pb.Result:
+        return self._one(gc.AddPrincipal(public_key, pool, role, name), check)
+
+    def revoke_principal(self, key_id: bytes, *, check: bool = True) -> pb.Result:
+        return self._one(gc.RevokePrincipal(key_id), check)
+
+    def rotate_key(self, key_id: bytes, new_public_key: bytes, *, check: bool = True) -> pb.Result:
+        return self._one(gc.RotateKey(key_id, new_public_key), check)
+
+    def register_pool(self, pool: str, region: str, tier: str, agent_public_key: bytes, *,
+                      check: bool = True) -> pb.Result:
+        return self._one(gc.RegisterPool(pool, region, tier, agent_public_key), check)
+
+    def retire_pool(self, pool: str, *, check: bool = True) -> pb.Result:
+        return self._one(gc.RetirePool(pool), check)
+
+    def set_trust(self, pool_a: str, pool_b: str, trust: Trust, *, check: bool = True) -> pb.Result:
+        return self._one(gc.SetTrust(pool_a, pool_b, trust), check)
+
+    def unpair(self, pool_a: str, pool_b: str, *, check: bool = True) -> pb.Result:
+        return self._one(gc.Unpair(pool_a, pool_b), check)
+
+    def set_policy(self, settings: dict[str, str], *, check: bool = True) -> pb.Result:
+        return self._one(gc.SetPolicy(tuple(sorted(settings.items()))), check)
+
+    def set_apply_version(self, version: int, *, check: bool = True) -> pb.Result:
+        return self._one(gc.SetApplyVersion(version), check)
+
+    def find_pending(self, prefix: str) -> Any:
+        """The pending record whose hex id starts with `prefix` (a unique prefix of at least 4 digits)."""
+        text = prefix.lower()
+        if len(text) < 4 or not all(ch in "0123456789abcdef" for ch in text):
+            raise CallerError(f"pending id {prefix!r}: give at least 4 hex digits of it",
+                              hint="`fedraft pending` lists the ids")
+        found = self.list("pending", prefix=text)
+        if not found:
+            raise CallerError(f"no critical operation has an id starting {text}", hint="`fedraft pending` lists them")
+        if len(found) > 1:
+            raise CallerError(f"{len(found)} critical operations have ids starting {text}: give more digits")
+        return found[0]
+
+    def approve(self, pending_id: bytes, command_digest: bytes, *, check: bool = True) -> pb.Result:
+        return self._one(gc.Approve(pending_id, command_digest), check)
+
+    def veto(self, pending_id: bytes, command_digest: bytes, reason: str, *, check: bool = True) -> pb.Result:
+        return self._one(gc.Veto(pending_id, command_digest, reason), check)
+
+    def break_glass(self, pending_id: bytes, signature: bytes, *, check: bool = True) -> pb.Result:
+        return self._one(gc.BreakGlass(pending_id, signature), check)
 
     def status(self, endpoint: str, *, include_digest: bool = False, signed: bool = True,
                timeout: float = 2.0) -> api.StatusResponse:

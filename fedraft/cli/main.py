@@ -37,6 +37,9 @@ COMMAND_MODULES: list[str] = [
     "fedraft.cli.pair_cmd",
     "fedraft.cli.audit_cmd",
     "fedraft.cli.catalog_cmd",
+    "fedraft.cli.governance_cmd",
+    "fedraft.cli.approvals_cmd",
+    "fedraft.cli.recover_cmd",
 ]
 
 EXAMPLES = """examples:

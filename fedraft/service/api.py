@@ -40,7 +40,10 @@ MAX_LIST_LIMIT = 1000
 # collection name -> (LMDB database, ListResponse field)
 COLLECTIONS = {"registry": (b"registry", "records"), "pools": (b"pools", "pools"),
                "workloads": (b"workloads", "workloads"), "pairings": (b"pairings", "pairings"),
-               "catalog": (b"catalog", "catalog")}
+               "catalog": (b"catalog", "catalog"), "pending": (b"pending_ops", "pending"),
+               "principals": (b"principals", "principals"), "policy": (b"policy", "policy")}
+# collections keyed by raw bytes: their prefix and page token are hex
+HEX_KEYED = frozenset({"principals"})
 
 
 # Refusals the audit journal records: the request itself was at fault. Routing and availability
@@ -207,8 +210,13 @@ class FederationService:
             self._linearize(context)
         db, field = collection
         limit = request.limit or DEFAULT_LIST_LIMIT
-        prefix = request.prefix.encode()
-        after = request.page_token.encode()
+        hex_keyed = request.collection in HEX_KEYED
+        try:
+            prefix = bytes.fromhex(request.prefix) if hex_keyed else request.prefix.encode()
+            after = bytes.fromhex(request.page_token) if hex_keyed else request.page_token.encode()
+        except ValueError:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                   f"the {request.collection} prefix and page token are hex (an even number of digits)")
         response = api.ListResponse(served_by=self.node_id)
         items = getattr(response, field)
         last = b""
@@ -216,7 +224,7 @@ class FederationService:
             response.applied_index = st.applied_index
             for key, value in st.items(db, prefix, start=after + b"\0" if after else b""):
                 if len(items) == limit:
-                    response.next_page_token = last.decode()
+                    response.next_page_token = last.hex() if hex_keyed else last.decode()
                     break
                 items.add().ParseFromString(value)
                 last = key

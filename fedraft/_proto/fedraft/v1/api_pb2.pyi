@@ -153,7 +153,7 @@ class ListRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     CONSISTENCY_FIELD_NUMBER: _builtins.int
     collection: _builtins.str
-    """registry, pools, workloads, pairings, catalog"""
+    """registry, pools, workloads, pairings, catalog, pending, principals, policy"""
     prefix: _builtins.str
     """only keys starting with this"""
     page_token: _builtins.str
@@ -190,6 +190,9 @@ class ListResponse(_message.Message):
     APPLIED_INDEX_FIELD_NUMBER: _builtins.int
     SERVED_BY_FIELD_NUMBER: _builtins.int
     CATALOG_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    PRINCIPALS_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """empty on the last page"""
     applied_index: _builtins.int
@@ -204,6 +207,20 @@ class ListResponse(_message.Message):
     def pairings(self) -> _containers.RepeatedCompositeFieldContainer[_governance_pb2.PairingRecord]: ...
     @_builtins.property
     def catalog(self) -> _containers.RepeatedCompositeFieldContainer[_catalog_pb2.CatalogRecord]: ...
+    @_builtins.property
+    def pending(self) -> _containers.RepeatedCompositeFieldContainer[_governance_pb2.PendingRecord]:
+        """governance (SPEC §5, §6)
+        keyed by hex pending id
+        """
+
+    @_builtins.property
+    def principals(self) -> _containers.RepeatedCompositeFieldContainer[_entries_pb2.Principal]:
+        """keyed by key id: prefix and page token are hex"""
+
+    @_builtins.property
+    def policy(self) -> _containers.RepeatedCompositeFieldContainer[_governance_pb2.PolicyRecord]:
+        """one record once SetPolicy ran; none: the defaults hold"""
+
     def __init__(
         self,
         *,
@@ -215,10 +232,13 @@ class ListResponse(_message.Message):
         applied_index: _builtins.int = ...,
         served_by: _builtins.str = ...,
         catalog: _abc.Iterable[_catalog_pb2.CatalogRecord] | None = ...,
+        pending: _abc.Iterable[_governance_pb2.PendingRecord] | None = ...,
+        principals: _abc.Iterable[_entries_pb2.Principal] | None = ...,
+        policy: _abc.Iterable[_governance_pb2.PolicyRecord] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "catalog", b"catalog", "next_page_token", b"next_page_token", "pairings", b"pairings", "pools", b"pools", "records", b"records", "served_by", b"served_by", "workloads", b"workloads"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "catalog", b"catalog", "next_page_token", b"next_page_token", "pairings", b"pairings", "pending", b"pending", "policy", b"policy", "pools", b"pools", "principals", b"principals", "records", b"records", "served_by", b"served_by", "workloads", b"workloads"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
