@@ -315,6 +315,8 @@ class StatusResponse(_message.Message):
     EFFECTIVE_TIME_MS_FIELD_NUMBER: _builtins.int
     JOURNAL_ENTRIES_FIELD_NUMBER: _builtins.int
     SNAPSHOT_INDEX_FIELD_NUMBER: _builtins.int
+    POOL_FIELD_NUMBER: _builtins.int
+    VOTERS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     role: _builtins.str
     """leader, follower, candidate"""
@@ -334,6 +336,10 @@ class StatusResponse(_message.Message):
     effective_time_ms: _builtins.int
     journal_entries: _builtins.int
     snapshot_index: _builtins.int
+    pool: _builtins.str
+    """the voter pool this node speaks for (genesis)"""
+    voters: _builtins.int
+    """voter nodes in genesis (quorum is a majority of them)"""
     @_builtins.property
     def peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeerStatus]: ...
     def __init__(
@@ -357,11 +363,113 @@ class StatusResponse(_message.Message):
         effective_time_ms: _builtins.int = ...,
         journal_entries: _builtins.int = ...,
         snapshot_index: _builtins.int = ...,
+        pool: _builtins.str = ...,
+        voters: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "chain_head", b"chain_head", "cluster_id", b"cluster_id", "commit_index", b"commit_index", "db_map_bytes", b"db_map_bytes", "db_used_bytes", b"db_used_bytes", "effective_time_ms", b"effective_time_ms", "has_quorum", b"has_quorum", "journal_entries", b"journal_entries", "leader_id", b"leader_id", "lockdown", b"lockdown", "node_id", b"node_id", "peers", b"peers", "role", b"role", "snapshot_index", b"snapshot_index", "state_digest", b"state_digest", "term", b"term", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "chain_head", b"chain_head", "cluster_id", b"cluster_id", "commit_index", b"commit_index", "db_map_bytes", b"db_map_bytes", "db_used_bytes", b"db_used_bytes", "effective_time_ms", b"effective_time_ms", "has_quorum", b"has_quorum", "journal_entries", b"journal_entries", "leader_id", b"leader_id", "lockdown", b"lockdown", "node_id", b"node_id", "peers", b"peers", "pool", b"pool", "role", b"role", "snapshot_index", b"snapshot_index", "state_digest", b"state_digest", "term", b"term", "version", b"version", "voters", b"voters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StatusResponse: _TypeAlias = StatusResponse  # noqa: Y015
+
+@_typing.final
+class WatchRequest(_message.Message):
+    """Applied results as a stream, in log order (docs/decisions/0008-watch.md)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_INDEX_FIELD_NUMBER: _builtins.int
+    INCLUDE_BARRIERS_FIELD_NUMBER: _builtins.int
+    from_index: _builtins.int
+    """first log index to send; 0: only what is applied after the stream starts"""
+    include_barriers: _builtins.bool
+    """read barriers (leader no-ops) are left out unless asked for"""
+    def __init__(
+        self,
+        *,
+        from_index: _builtins.int = ...,
+        include_barriers: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_index", b"from_index", "include_barriers", b"include_barriers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRequest: _TypeAlias = WatchRequest  # noqa: Y015
+
+@_typing.final
+class WatchEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    ORDINAL_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    AUTHOR_KEY_ID_FIELD_NUMBER: _builtins.int
+    AUTHOR_FIELD_NUMBER: _builtins.int
+    AUTHOR_POOL_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    RESULT_KNOWN_FIELD_NUMBER: _builtins.int
+    ENTRY_LAST_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    SERVED_BY_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """the log entry"""
+    ordinal: _builtins.int
+    """the envelope's position in the entry"""
+    command: _builtins.str
+    """put, submit, approve, ... (the envelope's command field)"""
+    author_key_id: _builtins.bytes
+    """the envelope's signer"""
+    author: _builtins.str
+    """that key's principal name, if the state knows it"""
+    author_pool: _builtins.str
+    request_id: _builtins.bytes
+    code: _builtins.int
+    """the result's code (gRPC numbering); see result_known"""
+    message: _builtins.str
+    result_known: _builtins.bool
+    """false: this node did not keep the result (the entry arrived by snapshot,"""
+    entry_last: _builtins.bool
+    """a crash gap, or it is older than the node kept results for)
+    the last event of this index: a resumed stream starts at index + 1
+    """
+    progress: _builtins.bool
+    """A progress report instead of an event (no envelope): sent when the stream has been idle; `index`
+    is then the node's applied index.
+    """
+    served_by: _builtins.str
+    @_builtins.property
+    def result(self) -> _entries_pb2.Result:
+        """the whole result, with its detail; unset when not result_known"""
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        ordinal: _builtins.int = ...,
+        command: _builtins.str = ...,
+        author_key_id: _builtins.bytes = ...,
+        author: _builtins.str = ...,
+        author_pool: _builtins.str = ...,
+        request_id: _builtins.bytes = ...,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        result: _entries_pb2.Result | None = ...,
+        result_known: _builtins.bool = ...,
+        entry_last: _builtins.bool = ...,
+        progress: _builtins.bool = ...,
+        served_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "author_key_id", b"author_key_id", "author_pool", b"author_pool", "code", b"code", "command", b"command", "entry_last", b"entry_last", "index", b"index", "message", b"message", "ordinal", b"ordinal", "progress", b"progress", "request_id", b"request_id", "result", b"result", "result_known", b"result_known", "served_by", b"served_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchEvent: _TypeAlias = WatchEvent  # noqa: Y015

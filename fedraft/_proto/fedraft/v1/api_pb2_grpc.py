@@ -54,6 +54,11 @@ class FederationStub:
                 request_serializer=fedraft_dot_v1_dot_api__pb2.StatusRequest.SerializeToString,
                 response_deserializer=fedraft_dot_v1_dot_api__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/fedraft.v1.Federation/Watch',
+                request_serializer=fedraft_dot_v1_dot_api__pb2.WatchRequest.SerializeToString,
+                response_deserializer=fedraft_dot_v1_dot_api__pb2.WatchEvent.FromString,
+                _registered_method=True)
 
 
 class FederationServicer:
@@ -83,6 +88,12 @@ class FederationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Watch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +116,11 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=fedraft_dot_v1_dot_api__pb2.StatusRequest.FromString,
                     response_serializer=fedraft_dot_v1_dot_api__pb2.StatusResponse.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=fedraft_dot_v1_dot_api__pb2.WatchRequest.FromString,
+                    response_serializer=fedraft_dot_v1_dot_api__pb2.WatchEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +231,33 @@ class Federation:
             '/fedraft.v1.Federation/Status',
             fedraft_dot_v1_dot_api__pb2.StatusRequest.SerializeToString,
             fedraft_dot_v1_dot_api__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fedraft.v1.Federation/Watch',
+            fedraft_dot_v1_dot_api__pb2.WatchRequest.SerializeToString,
+            fedraft_dot_v1_dot_api__pb2.WatchEvent.FromString,
             options,
             channel_credentials,
             insecure,
