@@ -9,6 +9,7 @@ then the fewest evictions, then the higher pool score, the replicated tie-break,
 
 from __future__ import annotations
 
+import sys
 from bisect import bisect_left, insort
 from collections.abc import Set
 from dataclasses import dataclass
@@ -16,8 +17,8 @@ from dataclasses import dataclass
 from fedraft.domain.placement.model import Workload
 from fedraft.domain.scheduler.feasible import Fit, Request
 from fedraft.domain.scheduler.rank import Scorer
-from fedraft.domain.scheduler.select import tie_key
-from fedraft.domain.scheduler.view import FederationView, WorkerFree
+from fedraft.domain.scheduler.select import tie_order
+from fedraft.domain.scheduler.view import FederationView, Victim, WorkerFree
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,10 @@ class Eviction:
     victims: tuple[str, ...]           # workload ids, in eviction order
 
 
-def _victim_order(w: Workload) -> tuple[int, int, str]:
-    return (w.spec.priority, -w.submitted_index, w.id)
-
-
-def _plan(view: FederationView, req: Request, worker: WorkerFree,
-          victims: list[Workload]) -> tuple[Fit, tuple[Workload, ...]] | None:
+def _plan(view: FederationView, req: Request, worker: WorkerFree, victims: list[Victim],
+          most: int) -> tuple[Fit, tuple[Workload, ...]] | None:
+    """Evict from `victims` (eviction order) what reduces a shortfall until the workload fits on the
+    worker; None if it never fits or would need more than `most` evictions."""
     spec = req.spec
     floor = spec.gpu_memory_mb
     free = list(worker.free)
@@ -42,7 +41,7 @@ def _plan(view: FederationView, req: Request, worker: WorkerFree,
         return len(free) - bisect_left(free, (floor, "")) if spec.gpus else 0
 
     evicted: list[Workload] = []
-    for victim in sorted(victims, key=_victim_order):
+    for _, _, _, victim in victims:
         if units() >= spec.gpus and cpu >= spec.cpu_millis and ram >= spec.ram_mb:
             break
         assert victim.placement is not None
@@ -58,6 +57,8 @@ def _plan(view: FederationView, req: Request, worker: WorkerFree,
         )
         if not helps:
             continue
+        if len(evicted) >= most:
+            return None
         evicted.append(victim)
         for unit in gives:
             insort(free, unit)
@@ -76,30 +77,57 @@ def find_eviction(view: FederationView, req: Request, eligible: Set[str], scorer
 
     Searched level by level: victims of priority <= L for each booked priority L below the
     workload's, lowest first. The first level with any plan holds the best one (a plan possible
-    with lower victims was found a level earlier), so higher levels are never scanned.
+    with lower victims was found a level earlier, so every plan of that level evicts priority L),
+    and higher levels are never scanned.
+
+    Within a level only pools that can hold a plan are visited: pools running work of priority <= L
+    and, for GPU work, either running GPU work of priority <= L or already having a worker with
+    enough free units (a worker short of units needs a victim that gives one). They are visited in
+    the order of the rest of the plan key — score descending, tie-break hash, pool id, worker — so
+    the first plan with one eviction is the best (nothing evicts fewer), and a later plan replaces
+    the best only with strictly fewer evictions (a plan that cannot is abandoned as soon as it
+    reaches that many).
     """
     need = req.spec.gpus
     pools = eligible & view.ids_with_units(need) if need else eligible
+    if not pools:
+        return None
+    roomy = view.ids_with_free_units(need) if need else set()
     reachable: set[str] = set()
+    holding: set[str] = set()
     for level in view.priorities():
         if level >= req.spec.priority:
             break
         reachable |= view.ids_at_priority(level)
-        best: tuple[tuple[int, int, int, bytes, str, str], Eviction] | None = None
-        for pool_id in sorted(pools & reachable):
-            by_worker: dict[str, list[Workload]] = {}
-            for w in view.running_on(pool_id):
-                if w.spec.priority <= level and w.placement is not None:
-                    by_worker.setdefault(w.placement.worker, []).append(w)
+        if need:
+            holding |= view.ids_with_gpu_work_at(level)
+            here = pools & reachable
+            candidates = (here & holding) | (here & roomy)
+        else:
+            candidates = pools & reachable
+        if candidates:
+            found = _best_at(view, req, candidates, scorer, level, index, request_id)
+            if found is not None:
+                return found
+    return None
+
+
+def _best_at(view: FederationView, req: Request, candidates: Set[str], scorer: Scorer, level: int,
+             index: int, request_id: bytes) -> Eviction | None:
+    """The plan with the fewest evictions of victims <= level, ties by score, hash, pool, worker."""
+    best: Eviction | None = None
+    most = sys.maxsize
+    for _, members in scorer.ranked(candidates):
+        for pool_id in tie_order(index, request_id, members):
             for worker in view.worker_capacity(pool_id):
-                plan = _plan(view, req, worker, by_worker.get(worker.name, []))
+                victims = view.victims_on(pool_id, worker.name, level)
+                if not victims:
+                    continue
+                plan = _plan(view, req, worker, victims, most - 1)
                 if plan is None or not plan[1]:
                     continue
                 fit, evicted = plan
-                key = (max(v.spec.priority for v in evicted), len(evicted), -scorer.total(pool_id),
-                       tie_key(index, request_id, pool_id), pool_id, worker.name)
-                if best is None or key < best[0]:
-                    best = (key, Eviction(pool_id, fit, tuple(v.id for v in evicted)))
-        if best is not None:
-            return best[1]
-    return None
+                best, most = Eviction(pool_id, fit, tuple(v.id for v in evicted)), len(evicted)
+                if most == 1:
+                    return best
+    return best

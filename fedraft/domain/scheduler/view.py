@@ -30,6 +30,10 @@ class WorkerFree:
         self.free: list[tuple[int, str]] = []
 
 
+Victim = tuple[int, int, str, Workload]
+"""(priority, -submitted_index, id, workload): booked work in eviction order (ids are unique, so the
+workload itself is never compared)."""
+
 Shape = tuple[str, str, int, int]
 """(region, tier, a, b): pools that score alike. GPU shapes: (free units, total units); CPU shapes:
 (free CPU percent now, 100), an upper bound of the free part after placement."""
@@ -84,6 +88,10 @@ class FederationView:
         self._submitter_set: dict[str, set[str]] = {}      # the same pools, as a set
         self._levels: dict[str, dict[int, set[str]]] = {}   # submitter pool -> n -> pools where it has n
         self._priorities: dict[str, dict[int, int]] = {}    # pool -> priority -> workloads there
+        # preemption: per (pool, worker) the booked work in eviction order, and which pools hold GPUs per priority
+        self._victims: dict[tuple[str, str], list[Victim]] = {}
+        self._gpu_priorities: dict[str, dict[int, int]] = {}  # pool -> priority -> booked workloads there with GPUs
+        self._gpu_at_priority: dict[int, set[str]] = {}       # priority -> pools with booked GPU work of it
         self.memo: dict[tuple[object, ...], object] = {}   # results that depend on pools only; cleared by set_pool
 
     @classmethod
@@ -301,9 +309,12 @@ class FederationView:
         per_pool[pool_id] = count + 1
         self._submitter_set.setdefault(workload.submitter_pool, set()).add(pool_id)
         self._move_level(workload.submitter_pool, pool_id, count, count + 1)
-        prios = self._priorities.setdefault(pool_id, {})
-        prios[workload.spec.priority] = prios.get(workload.spec.priority, 0) + 1
-        self._at_priority.setdefault(workload.spec.priority, set()).add(pool_id)
+        priority = workload.spec.priority
+        _count(self._priorities, self._at_priority, pool_id, priority, 1)
+        insort(self._victims.setdefault((pool_id, worker), []),
+               (priority, -workload.submitted_index, workload.id, workload))
+        if placement.gpus:
+            _count(self._gpu_priorities, self._gpu_at_priority, pool_id, priority, 1)
         claimed = [u for u in placement.gpus if u not in self._owner]
         for uuid in claimed:
             self._owner[uuid] = workload.id
@@ -340,14 +351,14 @@ class FederationView:
         if not per_pool[pool_id]:
             del per_pool[pool_id]
             self._submitter_set[workload.submitter_pool].discard(pool_id)
-        prios = self._priorities[pool_id]
-        prios[workload.spec.priority] -= 1
-        if not prios[workload.spec.priority]:
-            del prios[workload.spec.priority]
-            at = self._at_priority[workload.spec.priority]
-            at.discard(pool_id)
-            if not at:
-                del self._at_priority[workload.spec.priority]
+        priority = workload.spec.priority
+        _count(self._priorities, self._at_priority, pool_id, priority, -1)
+        victims = self._victims[(pool_id, worker)]
+        del victims[bisect_left(victims, (priority, -workload.submitted_index, workload.id))]
+        if not victims:
+            del self._victims[(pool_id, worker)]
+        if placement.gpus:
+            _count(self._gpu_priorities, self._gpu_at_priority, pool_id, priority, -1)
         freed = [u for u in placement.gpus if self._owner.get(u) == workload_id]
         for uuid in freed:
             del self._owner[uuid]
@@ -426,3 +437,32 @@ class FederationView:
     def ids_at_priority(self, priority: int) -> set[str]:
         """Pools running booked work of exactly this priority (read only)."""
         return self._at_priority.get(priority, set())
+
+    def ids_with_gpu_work_at(self, priority: int) -> set[str]:
+        """Pools running booked work of exactly this priority that was given GPUs (read only)."""
+        return self._gpu_at_priority.get(priority, set())
+
+    def victims_on(self, pool_id: str, worker: str, max_priority: int) -> list[Victim]:
+        """Booked work placed on the worker with priority <= max_priority, in eviction order: lowest
+        priority first, then newest (highest submitted index), then id."""
+        victims = self._victims.get((pool_id, worker))
+        if not victims:
+            return []
+        return victims[:bisect_left(victims, (max_priority + 1,))]
+
+
+def _count(per_pool: dict[str, dict[int, int]], pools_at: dict[int, set[str]], pool_id: str, priority: int,
+           delta: int) -> None:
+    """Add `delta` to the pool's count of booked work at `priority`, keeping `pools_at[priority]` (the
+    pools where that count is not zero) in step."""
+    counts = per_pool.setdefault(pool_id, {})
+    n = counts.get(priority, 0) + delta
+    if n:
+        counts[priority] = n
+        pools_at.setdefault(priority, set()).add(pool_id)
+    else:
+        del counts[priority]
+        at = pools_at[priority]
+        at.discard(pool_id)
+        if not at:
+            del pools_at[priority]
