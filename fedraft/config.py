@@ -67,6 +67,9 @@ class NodeConfig:
     tier: str = ""
     labels: tuple[str, ...] = ()
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    # HTTP probes and metrics (/health, /ready, /cluster/*, /metrics); None: off. Keep it off public networks.
+    http_listen: str | None = None
+    watch_history_entries: int = 200_000  # applied entries whose results Watch history keeps (pool-local)
 
     def genesis(self) -> Genesis:
         return load_genesis(self.genesis_path)
@@ -174,7 +177,7 @@ def load_node_config(path: Path) -> NodeConfig:
     base = path.parent
     known = {"node_id", "genesis", "data_dir", "key", "tls_cert", "tls_key", "ca_cert", "peer_listen",
              "api_listen", "peers", "raft", "log_level", "api_peers", "inventory", "inventory_file", "region",
-             "tier", "labels", "alerts"}
+             "tier", "labels", "alerts", "http_listen", "watch_history_entries"}
     unknown = sorted(set(doc) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
@@ -215,7 +218,12 @@ def load_node_config(path: Path) -> NodeConfig:
         tier=_get(doc, "tier", str, where) if "tier" in doc else "",
         labels=_labels(doc, where),
         alerts=_alerts(doc, base, where),
+        http_listen=_address(_get(doc, "http_listen", str, where), where) if "http_listen" in doc else None,
+        watch_history_entries=(_get(doc, "watch_history_entries", int, where)
+                               if "watch_history_entries" in doc else 200_000),
     )
+    if cfg.watch_history_entries < 1:
+        raise ConfigError(f"{where}: watch_history_entries must be at least 1")
     if cfg.inventory not in INVENTORY_KINDS:
         raise ConfigError(f"{where}: inventory must be one of {', '.join(INVENTORY_KINDS)}, got {cfg.inventory!r}")
     if cfg.node_id in {p.node_id for p in peers}:

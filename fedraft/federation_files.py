@@ -83,6 +83,7 @@ class NodeFiles:
     bootstrap_marker: Path
     api_listen: str
     peer_listen: str
+    http_listen: str = ""  # HTTP probes and metrics (base + 10i + 2)
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,9 @@ def _node_toml(node: NodeFiles, peers: list[NodeFiles], raft: dict[str, int], in
         f"api_listen = {_toml_str(node.api_listen)}",
         f"peer_listen = {_toml_str(node.peer_listen)}",
         f"log_level = {_toml_str('info')}",
+        "# HTTP probes and metrics: /health, /ready, /cluster/status, /cluster/peers, /metrics. No",
+        "# authentication: keep this port on the host or an internal network, never public.",
+        f"http_listen = {_toml_str(node.http_listen)}" if node.http_listen else '# http_listen = "127.0.0.1:7402"',
         "",
         "# How this pool describes itself to the scheduler, and where its inventory comes from:",
         "# auto (NVML if there is a GPU driver, else inventory_file, else nothing), static, nvml, none.",
@@ -406,7 +410,8 @@ def _layout(root: Path, federation: str, cluster_id: bytes, node_ids: tuple[str,
                   tls_cert=root / n / "tls.pem", tls_key=root / n / "tls.key", data_dir=root / n / "data",
                   bootstrap_marker=root / n / "data" / BOOTSTRAP_MARKER,
                   api_listen=_address(host, base_port + PORT_STRIDE * i),
-                  peer_listen=_address(host, base_port + PORT_STRIDE * i + 1))
+                  peer_listen=_address(host, base_port + PORT_STRIDE * i + 1),
+                  http_listen=_address(host, base_port + PORT_STRIDE * i + 2))
         for i, n in enumerate(node_ids))
     admins = tuple(AdminFiles(name=f"{n}-admin", pool=n, key=root / "admins" / f"{n}.key",
                               profile=root / "admins" / f"{n}{PROFILE_SUFFIX}") for n in node_ids)

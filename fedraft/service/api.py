@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, NoReturn
 
@@ -26,6 +26,7 @@ from fedraft.crypto.request_auth import AUTH_HEADER
 from fedraft.domain import registry
 from fedraft.service.audit import RefusedRequest
 from fedraft.service.auth import AuthError, RequestVerifier
+from fedraft.service.watch import Compacted, HubStopped, Overflow, TooManyStreams, WatchHub
 from fedraft.storage.state import record_to_pb
 
 log = logging.getLogger(__name__)
@@ -64,14 +65,25 @@ def _deadline(context: grpc.ServicerContext) -> float:
     return min(DEFAULT_WAIT_S, remaining) if remaining is not None else DEFAULT_WAIT_S
 
 
+class _Lockdown(Exception):
+    pass
+
+
 class FederationService:
     def __init__(self, engine: RaftEngine, node_id: str,
-                 on_refused: Callable[[RefusedRequest], None] | None = None) -> None:
+                 on_refused: Callable[[RefusedRequest], None] | None = None, *,
+                 watch: WatchHub | None = None, peer_api: dict[str, str] | None = None,
+                 observe_commit: Callable[[float], None] | None = None) -> None:
         self.engine = engine
         self.store = engine.store
         self.node_id = node_id
         self.verifier = RequestVerifier(engine.store, engine.cluster_id)
         self.on_refused = on_refused  # the node's audit journal (fedraft.service.audit)
+        self.watch_hub = watch
+        self.peer_api = dict(peer_api or {})  # the other voters' API addresses (signed Status shows them)
+        self.observe_commit = observe_commit  # seconds from propose to result (metrics)
+        voter = engine.genesis.voter(node_id)
+        self.pool = voter.pool if voter is not None else ""
 
     def _refused(self, method: str, context: grpc.ServicerContext, code: str, reason: str,
                  key_id: bytes | None = None) -> None:
@@ -150,10 +162,13 @@ class FederationService:
                 future = self.engine.propose(signed, (bytes(signed.key_id), bytes(verdict.envelope.request_id)))
                 results.append(None)
                 waiting.append((i, future))
-        deadline = time.monotonic() + _deadline(context)
+        started = time.monotonic()
+        deadline = started + _deadline(context)
         for i, future in waiting:
             try:
                 results[i] = future.result(timeout=max(0.0, deadline - time.monotonic()))
+                if self.observe_commit is not None:
+                    self.observe_commit(time.monotonic() - started)
             except FutureTimeout:
                 _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED,
                        "not applied before the deadline; outcome unknown: retry with the same request id")
@@ -241,7 +256,7 @@ class FederationService:
         response = api.StatusResponse(
             node_id=self.node_id, role="leader" if e.is_leader else "follower", leader_id=e.leader_id,
             term=e.term, commit_index=e.commit_index, has_quorum=e.has_quorum, lockdown=e.in_lockdown(),
-            cluster_id=e.cluster_id, version=__version__)
+            cluster_id=e.cluster_id, version=__version__, pool=self.pool, voters=len(e.peer_ids) + 1)
         with self.store.read() as st:
             response.applied_index = st.applied_index
             response.effective_time_ms = st.effective_ms
@@ -257,9 +272,53 @@ class FederationService:
             now = time.monotonic()
             for peer in e.peer_ids:
                 last = e.transport.last_contact(peer)
-                response.peers.add(node_id=peer, connected=last is not None and now - last < e.tuning.election_max_s,
+                response.peers.add(node_id=peer, address=self.peer_api.get(peer, ""),
+                                   connected=last is not None and now - last < e.tuning.election_max_s,
                                    last_contact_ms=int((now - last) * 1000) if last is not None else 0)
         return response.SerializeToString()
+
+    # ----- Watch -----
+    def watch(self, raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        """Applied results from an index on, in log order (docs/decisions/0008-watch.md)."""
+        self._authenticate("Watch", raw, context)
+        request = self._parse(api.WatchRequest(), raw, context)
+        hub = self.watch_hub
+        if hub is None:
+            _abort(context, grpc.StatusCode.UNIMPLEMENTED, "this node does not serve Watch")
+        if self.engine.halted:
+            _abort(context, grpc.StatusCode.UNAVAILABLE, f"node halted: {self.engine.halted}")
+        if self.engine.in_lockdown():
+            _abort(context, grpc.StatusCode.UNAVAILABLE,
+                   "lockdown: this node is cut off from the quorum; watch on another node", self.engine.leader_id)
+        try:
+            stream = hub.open(request.from_index, request.include_barriers)
+        except Compacted as exc:
+            _abort(context, grpc.StatusCode.OUT_OF_RANGE, str(exc))
+        except TooManyStreams as exc:
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except HubStopped as exc:
+            _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+
+        def check() -> bool:
+            if not context.is_active():
+                return False
+            if self.engine.in_lockdown() or self.engine.halted:
+                raise _Lockdown
+            return True
+
+        try:
+            for event in stream.events(check):
+                yield event.SerializeToString()
+        except Overflow as exc:
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except Compacted as exc:
+            _abort(context, grpc.StatusCode.OUT_OF_RANGE, str(exc))
+        except _Lockdown:
+            _abort(context, grpc.StatusCode.UNAVAILABLE,
+                   f"lockdown: this node is cut off from the quorum; resume with from_index {stream.next_index} "
+                   "on another node", self.engine.leader_id)
+        finally:
+            stream.close()
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         def unary(fn: Any) -> grpc.RpcMethodHandler[Any, Any]:
@@ -275,6 +334,18 @@ class FederationService:
             # No deserializer: handlers get the raw bytes that were signed.
             return grpc.unary_unary_rpc_method_handler(guarded)
 
+        def stream(fn: Any) -> grpc.RpcMethodHandler[Any, Any]:
+            method = fn.__name__.capitalize()
+
+            def guarded(raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+                try:
+                    yield from fn(raw, context)
+                except Exception:
+                    self._note_abort(method, context)
+                    raise
+
+            return grpc.unary_stream_rpc_method_handler(guarded)
+
         return grpc.method_handlers_generic_handler(SERVICE, {
             "Propose": unary(self.propose), "Get": unary(self.get), "List": unary(self.list),
-            "Status": unary(self.status)})
+            "Status": unary(self.status), "Watch": stream(self.watch)})
