@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from fedraft.agent import PoolAgent, PoolIdentity
 from fedraft.client import Client
@@ -23,9 +24,13 @@ from fedraft.errors import ConfigError, OperatorError
 from fedraft.inventory.select import open_inventory
 from fedraft.service.alerts import AlertDispatcher, AlertTargets
 from fedraft.service.api import MAX_REQUEST_BYTES, SERVICE, FederationService
-from fedraft.service.audit import LocalRecorder
+from fedraft.service.audit import LocalRecorder, RefusedRequest
+from fedraft.service.metrics import NodeMetrics, make_metrics
+from fedraft.service.probes import ProbeServer
+from fedraft.service.watch import WatchHub
 from fedraft.storage.local import LocalStore, local_path
 from fedraft.storage.state import StateStore
+from fedraft.storage.watch_results import WatchResults, watch_path
 from fedraft.transport.links import PeerLinks
 
 log = logging.getLogger(__name__)
@@ -83,6 +88,10 @@ class FedraftNode:
         self.local: LocalStore | None = None
         self.recorder: LocalRecorder | None = None
         self.alerts: AlertDispatcher | None = None
+        self.watch_results: WatchResults | None = None
+        self.watch_hub: WatchHub | None = None
+        self.metrics: NodeMetrics | None = None
+        self.probes: ProbeServer | None = None
 
     def raise_incident(self, kind: str, detail: dict[str, Any] | None = None, *, level: str = "critical",
                        key: str | None = None) -> None:
@@ -129,10 +138,17 @@ class FedraftNode:
             node_id=cfg.node_id, peer_ids=[p.node_id for p in cfg.peers], identity=self.identity,
             store=self.store, data_dir=cfg.data_dir, transport_factory=transport_factory, tuning=tuning)
         self._start_local_records()
+        self._start_watch()
+        if cfg.http_listen is not None:
+            self.metrics = make_metrics(self.engine, cfg.node_id)
+            if self.metrics is not None:
+                self.engine.add_apply_listener(self.metrics.on_applied)
+                self.metrics.start()
         marker = cfg.data_dir / BOOTSTRAP_MARKER
         if marker.exists():
             marker.unlink()
         self._start_api()
+        self._start_probes()
         self._start_agent(voter_pool=self.genesis.voter(cfg.node_id).pool)  # type: ignore[union-attr]
         log.info("node %s up: api %s, peers %s, cluster %s", cfg.node_id, cfg.api_listen, cfg.peer_listen,
                  self.genesis.cluster_id.hex()[:16])
@@ -155,6 +171,36 @@ class FedraftNode:
         engine.add_snapshot_listener(self.recorder.on_snapshot)
         self.recorder.start()
 
+    def _start_watch(self) -> None:
+        """Watch (docs/decisions/0008-watch.md): results kept pool-local, events published off the tick thread."""
+        assert self.engine is not None and self.store is not None
+        self.watch_results = WatchResults(watch_path(self.cfg.data_dir), keep_entries=self.cfg.watch_history_entries)
+        self.watch_hub = WatchHub(self.store, self.watch_results, self.cfg.node_id)
+        self.engine.add_apply_listener(self.watch_hub.on_applied)
+        self.engine.add_snapshot_listener(self.watch_hub.on_snapshot)
+        self.watch_hub.start()
+
+    def _on_refused(self, refused: RefusedRequest) -> None:
+        if self.recorder is not None:
+            self.recorder.on_refused(refused)
+        if self.metrics is not None:
+            self.metrics.on_refused(refused)
+
+    def _start_probes(self) -> None:
+        """HTTP probes and /metrics on their own port (SPEC §8); unauthenticated: never a public address."""
+        cfg = self.cfg
+        if cfg.http_listen is None:
+            return
+        assert self.engine is not None
+        voter = self.genesis.voter(cfg.node_id)
+        self.probes = ProbeServer(cfg.http_listen, self.engine, cfg.node_id, pool=voter.pool if voter else "",
+                                  peer_api={p.node_id: p.address for p in cfg.api_peers}, metrics=self.metrics)
+        try:
+            self.probes.start()
+        except OSError as exc:
+            raise OperatorError(f"cannot listen on {cfg.http_listen} (http_listen): {exc.strerror}",
+                                hint="is another node or program using that port?") from None
+
     def _start_api(self) -> None:
         assert self.engine is not None
         server = grpc.server(ThreadPoolExecutor(max_workers=64, thread_name_prefix="fedraft-api"), options=[
@@ -162,10 +208,14 @@ class FedraftNode:
             ("grpc.max_send_message_length", 16 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
         ])
-        on_refused = self.recorder.on_refused if self.recorder is not None else None
-        server.add_generic_rpc_handlers((FederationService(self.engine, self.cfg.node_id,
-                                                           on_refused=on_refused).handler(),))
+        service = FederationService(
+            self.engine, self.cfg.node_id, on_refused=self._on_refused, watch=self.watch_hub,
+            peer_api={p.node_id: p.address for p in self.cfg.api_peers},
+            observe_commit=self.metrics.observe_commit if self.metrics is not None else None)
+        server.add_generic_rpc_handlers((service.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        # SPEC §8: reflection for fedraft.v1.Federation and grpc.health.v1 (grpcurl, grpc_cli).
+        reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         creds = grpc.ssl_server_credentials([(self.key_pem, self.cert_pem)])
         try:
             server.add_secure_port(self.cfg.api_listen, creds)
@@ -193,6 +243,10 @@ class FedraftNode:
             self.agent.client.close()
         for name in ("", SERVICE):
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.probes is not None:
+            self.probes.stop()
+        if self.watch_hub is not None:
+            self.watch_hub.stop()  # open Watch streams end; their clients resume elsewhere
         if self.server is not None:
             self.server.stop(grace).wait(grace + 1)
         if self.recorder is not None:
@@ -203,6 +257,10 @@ class FedraftNode:
             self.recorder.stop()
         if self.alerts is not None:
             self.alerts.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
+        if self.watch_results is not None:
+            self.watch_results.close()
         if self.local is not None:
             self.local.close()
         if self.store is not None:

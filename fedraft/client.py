@@ -13,8 +13,9 @@ first result to every repeat (SPEC D3).
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -331,6 +332,83 @@ class Client:
     def break_glass(self, pending_id: bytes, signature: bytes, *, check: bool = True) -> pb.Result:
         return self._one(gc.BreakGlass(pending_id, signature), check)
 
+    # ----- watch -----
+    def watch(self, from_index: int = 0, *, include_barriers: bool = False, progress: bool = False,
+              retry_for: float | None = None, idle_timeout: float = 20.0) -> Iterator[api.WatchEvent]:
+        """Applied results from `from_index` on (0: only what is applied from now), in log order, forever.
+
+        One WatchEvent per envelope (index, ordinal, command, author, result). When a node fails, lags
+        silently (no message for `idle_timeout` s; nodes report progress every few seconds) or closes
+        the stream, the watch resumes on the next endpoint from where it was: no event is lost or
+        repeated. Progress reports are yielded too when `progress`. Raises RequestFailed when every
+        node refuses (OUT_OF_RANGE: the index was compacted away; UNAUTHENTICATED, ...), Unavailable
+        when no node served for `retry_for` seconds (default: the client's timeout).
+        """
+        give_up = self.timeout if retry_for is None else retry_for
+        next_index = from_index          # 0 until the first node says where "now" is
+        partial: tuple[int, int] | None = None  # last (index, ordinal) sent of an entry not finished
+        position = self._preferred
+        failing_since: float | None = None
+        out_of_range: dict[str, str] = {}
+        delay = 0.05
+        last_error = "no endpoint answered"
+        while True:
+            endpoint = self.endpoints[position % len(self.endpoints)]
+            request = api.WatchRequest(from_index=next_index, include_barriers=include_barriers).SerializeToString()
+            metadata = ((AUTH_HEADER, sign_request(self.signer, self.cluster_id, "Watch", request)),)
+            call: Any = self._channel(endpoint).unary_stream(SERVICE + "Watch", None, None)(request, metadata=metadata)
+            watchdog = _Watchdog(call, idle_timeout)
+            moved = False
+            try:
+                for raw in call:
+                    watchdog.fed()
+                    event = api.WatchEvent()
+                    event.ParseFromString(raw)
+                    failing_since, delay = None, 0.05
+                    out_of_range.pop(endpoint, None)
+                    if event.progress:
+                        if partial is None:  # everything up to event.index was sent (or had no event for us)
+                            next_index = max(next_index, event.index + 1)
+                        if progress:
+                            yield event
+                        continue
+                    if partial is not None and (event.index, event.ordinal) <= partial:
+                        continue  # resumed inside an entry: its first events were sent already
+                    if event.index < next_index:
+                        continue
+                    moved = True
+                    if event.entry_last:
+                        next_index, partial = event.index + 1, None
+                    else:
+                        next_index, partial = event.index, (event.index, event.ordinal)
+                    yield event
+                last_error = f"{endpoint}: the stream ended (node stopping)"
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+                details = exc.details() if hasattr(exc, "details") else str(exc)
+                if watchdog.fired:
+                    code, details = grpc.StatusCode.DEADLINE_EXCEEDED, f"nothing heard for {idle_timeout:.0f} s"
+                last_error = f"{endpoint}: {code.name}: {details}"
+                if code == grpc.StatusCode.OUT_OF_RANGE:
+                    out_of_range[endpoint] = str(details or "")
+                    if len(out_of_range) == len(self.endpoints):
+                        raise RequestFailed(code, f"{code.name}: {details}") from None
+                elif code not in RETRYABLE | {grpc.StatusCode.RESOURCE_EXHAUSTED}:
+                    raise RequestFailed(code, f"{code.name}: {details}") from None
+            finally:
+                watchdog.stop()
+                call.cancel()
+            now = time.monotonic()
+            if failing_since is None or moved:
+                failing_since = now
+            elif now - failing_since > give_up:
+                raise Unavailable(f"watch: no node served the stream for {give_up:.0f} s (last: {last_error})",
+                                  hint="check `fedraft status`; resume with --from "
+                                       f"{next_index}" if next_index else "check `fedraft status`")
+            position += 1  # another node: this one failed, stopped or shed us
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
     def status(self, endpoint: str, *, include_digest: bool = False, signed: bool = True,
                timeout: float = 2.0) -> api.StatusResponse:
         raw = self.call(endpoint, "Status", api.StatusRequest(include_digest=include_digest).SerializeToString(),
@@ -338,3 +416,29 @@ class Client:
         response = api.StatusResponse()
         response.ParseFromString(raw)
         return response
+
+
+class _Watchdog:
+    """Cancels a stream that has been silent for `idle_s` seconds (a stopped or cut-off node)."""
+
+    def __init__(self, call: Any, idle_s: float) -> None:
+        self.call = call
+        self.idle_s = idle_s
+        self.fired = False
+        self._last = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fedraft-watchdog", daemon=True)
+        self._thread.start()
+
+    def fed(self) -> None:
+        self._last = time.monotonic()
+
+    def _run(self) -> None:
+        while not self._stop.wait(min(1.0, self.idle_s / 4)):
+            if time.monotonic() - self._last > self.idle_s:
+                self.fired = True
+                self.call.cancel()
+                return
+
+    def stop(self) -> None:
+        self._stop.set()

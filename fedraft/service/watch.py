@@ -304,7 +304,7 @@ class WatchHub:
                                      "later")
             self._streams += 1
             start = from_index or self.published + 1
-        return WatchStream(self, start, include_barriers)
+        return WatchStream(self, start, include_barriers, announce=not from_index)
 
     def _close(self, stream: WatchStream) -> None:
         with self._cond:
@@ -316,10 +316,11 @@ class WatchHub:
 class WatchStream:
     """One client's stream; iterate `events(check)`, then `close()`."""
 
-    def __init__(self, hub: WatchHub, start: int, include_barriers: bool) -> None:
+    def __init__(self, hub: WatchHub, start: int, include_barriers: bool, announce: bool = False) -> None:
         self.hub = hub
         self.next_index = start  # the next index to send: every event below it was sent
         self.include_barriers = include_barriers
+        self.announce = announce  # "from now": first tell the client where now is (a progress report)
         self.sub: _Subscriber | None = None
         self._closed = False
 
@@ -333,6 +334,8 @@ class WatchStream:
         """Events from `next_index` on. `check()` is called while waiting; False ends the stream
         (the caller went away); it may also raise to end it with an error."""
         hub = self.hub
+        if self.announce:
+            yield api.WatchEvent(progress=True, index=self.next_index - 1, served_by=hub.node_id)
         # History: replay from the archive until caught up with what the hub published, then subscribe.
         while True:
             with hub._cond:

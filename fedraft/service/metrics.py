@@ -1,0 +1,224 @@
+"""Prometheus metrics of one node (SPEC §8 names), served on the probe port's /metrics.
+
+Needs the `[prometheus]` extra (prometheus_client); without it `make_metrics` returns None and
+/metrics answers 404 with a hint. Gauges are read from the engine and the replicated state at scrape
+time (a custom collector: nothing to keep in step). Counters are fed from outside apply (D14): the
+engine's apply listener (after the tick's commit), the API's refusal hook and its propose path, and a
+small sampler thread for leader changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from fedraft._proto.fedraft.v1 import governance_pb2 as gpb
+from fedraft._proto.fedraft.v1 import placement_pb2 as ppb
+from fedraft.consensus.applier import AppliedEntry
+from fedraft.consensus.engine import RaftEngine
+from fedraft.domain.outcome import Code
+from fedraft.service.audit import RefusedRequest
+from fedraft.storage.governance_schema import PENDING
+from fedraft.storage.placement_schema import POOLS, WORKLOADS
+
+log = logging.getLogger(__name__)
+
+EXTRA_HINT = "install the [prometheus] extra: pip install 'fedraft[prometheus]'"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+HOLDS_RESOURCES = frozenset({"placed", "running", "draining", "migrating"})
+PLACEMENT_COMMANDS = frozenset({"submit", "migrate"})
+LEADER_SAMPLE_S = 0.25
+# fedraft_pool_health values (SPEC §8)
+DOWN, UNHEALTHY, DEGRADED, HEALTHY = 0, 1, 2, 3
+
+
+def prometheus_available() -> bool:
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pool_health_level(pool: ppb.PoolRecord) -> int:
+    """0 down; 1 unhealthy (up, but every GPU it has is unhealthy); 2 degraded (some GPUs unhealthy,
+    cordoned or draining); 3 healthy."""
+    if pool.health == "down":
+        return DOWN
+    gpus = [g for w in pool.workers for g in w.gpus]
+    healthy = sum(1 for g in gpus if g.healthy)
+    if gpus and not healthy:
+        return UNHEALTHY
+    if healthy < len(gpus) or pool.cordoned or pool.HasField("drain_started_ms"):
+        return DEGRADED
+    return HEALTHY
+
+
+def placement_outcome(command: str, result: Any) -> str | None:
+    """The fedraft_placements_total{result} label of one applied envelope, or None if it placed nothing."""
+    if command not in PLACEMENT_COMMANDS:
+        return None
+    if result.code != Code.OK:
+        return "rejected"
+    if result.HasField("placement") and result.placement.pool:
+        return "placed"
+    return "pending"
+
+
+def code_label(code: int) -> str:
+    return Code(code).name if code in Code._value2member_map_ else f"CODE_{code}"
+
+
+class NodeMetrics:
+    """The registry of one node; `render()` is the /metrics body."""
+
+    def __init__(self, engine: RaftEngine, node_id: str) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.engine = engine
+        self.node_id = node_id
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.leader_changes = Counter("fedraft_raft_leader_changes", "Leader changes this node observed",
+                                      registry=self.registry)
+        self.commit_latency = Histogram("fedraft_commit_latency_seconds",
+                                        "Propose to applied result, as the leader's API saw it",
+                                        buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.rejected = Counter("fedraft_requests_rejected", "Requests refused at the API or rejected at apply",
+                                ["reason"], registry=self.registry)
+        self.placements = Counter("fedraft_placements", "Submit and migrate outcomes at apply", ["result"],
+                                  registry=self.registry)
+        self.registry.register(_StateCollector(engine, node_id))
+        self._stop = threading.Event()
+        self._last_leader: tuple[int, str] | None = None
+        self._sampler = threading.Thread(target=self._sample_leader, name="fedraft-metrics", daemon=True)
+
+    # ----- feeds (never inside apply) -----
+    def on_applied(self, applied: AppliedEntry) -> None:
+        """Engine apply listener (tick thread, after the commit): count rejections and placements."""
+        for i, result in enumerate(applied.results):
+            if result.code != Code.OK:
+                self.rejected.labels(code_label(result.code)).inc()
+            summary = applied.envelopes[i] if i < len(applied.envelopes) else None
+            outcome = placement_outcome(summary.command, result) if summary is not None else None
+            if outcome is not None:
+                self.placements.labels(outcome).inc()
+
+    def on_refused(self, refused: RefusedRequest) -> None:
+        self.rejected.labels(refused.code).inc()
+
+    def observe_commit(self, seconds: float) -> None:
+        self.commit_latency.observe(seconds)
+
+    # ----- leader changes -----
+    def start(self) -> None:
+        self._sampler.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._sampler.is_alive():
+            self._sampler.join(timeout=2)
+
+    def sample_leader(self) -> None:
+        """Count a change when a leader is known in another (term, leader) than the last seen (the first is not one)."""
+        leader = self.engine.leader_id
+        if not leader:
+            return
+        seen = (self.engine.term, leader)
+        if self._last_leader is not None and seen != self._last_leader:
+            self.leader_changes.inc()
+        self._last_leader = seen
+
+    def _sample_leader(self) -> None:
+        while not self._stop.wait(LEADER_SAMPLE_S):
+            try:
+                self.sample_leader()
+            except Exception:  # a stopping engine: try again next round
+                log.debug("leader sample failed", exc_info=True)
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _StateCollector:
+    """Gauges read at scrape time from the engine and one read transaction of the state."""
+
+    def __init__(self, engine: RaftEngine, node_id: str) -> None:
+        self.engine = engine
+        self.node_id = node_id
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        e = self.engine
+
+        def gauge(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> GaugeMetricFamily:
+            g = GaugeMetricFamily(name, doc, labels=list(labels) if labels else None)
+            g.add_metric(list(labels.values()) if labels else [], value)
+            return g
+
+        yield gauge("fedraft_raft_term", "Current Raft term", e.term)
+        yield gauge("fedraft_raft_is_leader", "1 if this node is the leader", 1 if e.is_leader else 0)
+        yield gauge("fedraft_raft_commit_index", "Raft commit index", e.commit_index)
+        yield gauge("fedraft_apply_lag_entries", "Committed entries not applied yet",
+                    max(0, e.commit_index - e.raft_last_applied), {"node": self.node_id})
+        yield gauge("fedraft_lockdown", "1 if this node is in lockdown (SPEC D11)", 1 if e.in_lockdown() else 0)
+        try:
+            yield from self._from_state()
+        except Exception:  # a read racing a snapshot install: the engine gauges still go out
+            log.debug("state metrics unavailable", exc_info=True)
+
+    def _from_state(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        health = GaugeMetricFamily("fedraft_pool_health", "0 down, 1 unhealthy, 2 degraded, 3 healthy",
+                                   labels=["pool", "region"])
+        gpus = GaugeMetricFamily("fedraft_pool_gpus", "GPUs by state", labels=["pool", "state"])
+        workloads = GaugeMetricFamily("fedraft_pool_workloads", "Workloads holding resources", labels=["pool"])
+        booked: dict[str, int] = {}
+        holding: dict[str, int] = {}
+        pools: list[ppb.PoolRecord] = []
+        pending = 0
+        with self.engine.store.read() as st:
+            applied = st.applied_index
+            for _, raw in st.items(POOLS):
+                rec = ppb.PoolRecord()
+                rec.ParseFromString(raw)
+                pools.append(rec)
+            for _, raw in st.items(WORKLOADS):
+                w = ppb.WorkloadRecord()
+                w.ParseFromString(raw)
+                if w.phase in HOLDS_RESOURCES and w.HasField("placement"):
+                    booked[w.placement.pool] = booked.get(w.placement.pool, 0) + len(w.placement.gpus)
+                    holding[w.placement.pool] = holding.get(w.placement.pool, 0) + 1
+            for _, raw in st.items(PENDING):
+                p = gpb.PendingRecord()
+                p.ParseFromString(raw)
+                pending += p.state == "pending"
+        for pool in pools:
+            health.add_metric([pool.id, pool.region], pool_health_level(pool))
+            units = [g for w in pool.workers for g in w.gpus]
+            healthy = sum(1 for g in units if g.healthy)
+            taken = booked.get(pool.id, 0)
+            gpus.add_metric([pool.id, "free"], max(0, healthy - taken))
+            gpus.add_metric([pool.id, "booked"], taken)
+            gpus.add_metric([pool.id, "unhealthy"], len(units) - healthy)
+            workloads.add_metric([pool.id], holding.get(pool.id, 0))
+        total = GaugeMetricFamily("fedraft_pools_total", "Pools in the federation")
+        total.add_metric([], len(pools))
+        pending_g = GaugeMetricFamily("fedraft_pending_critical", "Critical operations waiting for approvals")
+        pending_g.add_metric([], pending)
+        applied_g = GaugeMetricFamily("fedraft_applied_index", "Last log index applied to the state")
+        applied_g.add_metric([], applied)
+        yield from (total, health, gpus, workloads, pending_g, applied_g)
+
+
+def make_metrics(engine: RaftEngine, node_id: str,
+                 available: Callable[[], bool] = prometheus_available) -> NodeMetrics | None:
+    """The node's metrics, or None without prometheus_client."""
+    if not available():
+        return None
+    return NodeMetrics(engine, node_id)
