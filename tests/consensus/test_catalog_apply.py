@@ -52,7 +52,7 @@ def test_catalog_is_replicated_state() -> None:
 def test_first_publish_makes_the_authors_pool_master(log: Log) -> None:
     fed = log.fed
     r = ok(log.one(fed.admins["hq"], PublishModel("llama-7b", 1, D1, 13_000_000_000, 16_000)))
-    assert "master hq" in r.message
+    assert r.message == "published llama-7b version 1; new model, master hq"
     e = stored(log, "llama-7b")
     assert e is not None and e.master == "hq" and e.master_since_ms == T0 and e.replicas == ()
     v = e.latest
@@ -67,13 +67,15 @@ def test_first_publish_makes_the_authors_pool_master(log: Log) -> None:
 
 def test_later_versions_come_from_the_master_only_and_increase(log: Log) -> None:
     fed = log.fed
-    ok(log.one(fed.admins["hq"], PublishModel("llama-7b", 2, D1, 100)))
+    assert ok(log.one(fed.admins["hq"], PublishModel("llama-7b", 2, D1, 100))).message == \
+        "published llama-7b version 2; new model, master hq"
     refused(log.one(fed.admins["gpu-dc"], PublishModel("llama-7b", 3, D2, 100)), Code.PERMISSION_DENIED,
             "only the master pool hq publishes llama-7b")
     refused(log.one(fed.admins["hq"], PublishModel("llama-7b", 2, D2, 100)), Code.ALREADY_EXISTS, "version 2")
     refused(log.one(fed.admins["hq"], PublishModel("llama-7b", 1, D2, 100)), Code.FAILED_PRECONDITION,
             "versions only increase")
-    ok(log.one(fed.admins["hq"], PublishModel("llama-7b", 5, D2, 200)))
+    assert ok(log.one(fed.admins["hq"], PublishModel("llama-7b", 5, D2, 200))).message == \
+        "published llama-7b version 5 from master hq"
     e = stored(log, "llama-7b")
     assert e is not None and [v.version for v in e.versions] == [2, 5] and e.latest.sha256 == D2
     # another model, another master

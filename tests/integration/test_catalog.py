@@ -41,24 +41,24 @@ def _fedraft(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=60, stdin=subprocess.DEVNULL)
 
 
-def _promote(cluster: Cluster, proposer: str, name: str, pool: str) -> tuple[int, str]:
+def _promote(cluster: Cluster, proposer: str, name: str, pool: str) -> tuple[int, str, int]:
     """PromoteMaster by `proposer`'s admin, approved by the other voter pools' admins when it waits as a
-    pending critical operation (SPEC §6): the (code, message) of its execution."""
+    pending critical operation (SPEC §6): the (code, message, index) of its execution."""
     r = _admin(cluster, proposer).promote_master(name, pool, check=False)
     if r.WhichOneof("detail") != "governance" or r.governance.state != "pending":
-        return r.code, r.message
+        return r.code, r.message, r.index
     from fedraft.domain.governance.commands import Approve  # the critical-operations framework
 
     for voter in sorted(set(cluster.layout.profiles) - {proposer}):
         vote, = _admin(cluster, voter).propose([Approve(r.governance.pending_id, r.governance.command_digest)])
         assert vote.code == Code.OK, vote
-    return vote.governance.result_code, vote.governance.result_message
+    return vote.governance.result_code, vote.governance.result_message, vote.index
 
 
-def _catalog_on(cluster: Cluster, node: str) -> list[bytes]:
+def _catalog_on(cluster: Cluster, client: Client, node: str) -> list[bytes]:
     request = api.ListRequest(collection="catalog", limit=1000, consistency=api.STALE).SerializeToString()
     response = api.ListResponse()
-    response.ParseFromString(cluster.client().call(cluster.endpoint(node), "List", request))
+    response.ParseFromString(client.call(cluster.endpoint(node), "List", request))
     return [m.SerializeToString(deterministic=True) for m in response.catalog]
 
 
@@ -86,19 +86,19 @@ def test_publish_replicate_place_promote(shared_cluster: Cluster) -> None:
 
     # a newer version makes gpu-dc's copy stale: it cannot become master until it holds version 2
     hq.publish_model("llama-7b", 2, DIGEST_2, 13_500_000_000, 16_000)
-    code, message = _promote(cluster, "hq", "llama-7b", "gpu-dc")
+    code, message, _ = _promote(cluster, "hq", "llama-7b", "gpu-dc")
     assert code == Code.FAILED_PRECONDITION and "latest version, 2" in message
     refused = dc.publish_model("llama-7b", 3, DIGEST_2, 1, check=False)
     assert refused.code == Code.PERMISSION_DENIED
     dc.report_replica("llama-7b", 2, "gpu-dc")
-    code, message = _promote(cluster, "gpu-dc", "llama-7b", "gpu-dc")
+    code, message, _ = _promote(cluster, "gpu-dc", "llama-7b", "gpu-dc")
     assert code == Code.PERMISSION_DENIED and "a satellite never promotes itself" in message
-    assert _promote(cluster, "hq", "llama-7b", "gpu-dc") == \
-        (Code.OK, "gpu-dc is the master of llama-7b; hq is a satellite")
+    code, message, index = _promote(cluster, "hq", "llama-7b", "gpu-dc")
+    assert (code, message) == (Code.OK, "gpu-dc is the master of llama-7b; hq is a satellite")
 
     model, = hq.list("catalog")
     assert model.master == "gpu-dc" and [v.version for v in model.versions] == [1, 2]
     assert [(r.pool, r.version) for r in model.replicas] == [("hq", 2)]
-    expected = [model.SerializeToString(deterministic=True)]
-    wait_for(lambda: all(_catalog_on(cluster, n) == expected for n in cluster.node_ids), timeout=30,
-             what="the same catalog on every node")
+    cluster.wait_applied(index)  # names a node that lags behind the promotion
+    views = {n: _catalog_on(cluster, hq, n) for n in cluster.node_ids}
+    assert all(view == [model.SerializeToString(deterministic=True)] for view in views.values()), views

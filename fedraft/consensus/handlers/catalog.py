@@ -43,8 +43,8 @@ def _publish(ctx: ApplyContext, command: c.Command) -> pb.Result:
         return ctx.refuse(Code.FAILED_PRECONDITION, f"the author's pool {pool} is not registered")
     entry = schema.get_entry(ctx.st, command.name)
     outcome = rules.publish(entry, pool, command, ctx.now_ms, ctx.index)
-    first = " (first version: its master)" if entry is None else ""
-    return _outcome(ctx, outcome, f"published {command.name} version {command.version} on master {pool}{first}")
+    how = "; new model, master" if entry is None else " from master"
+    return _outcome(ctx, outcome, f"published {command.name} version {command.version}{how} {pool}")
 
 
 def _registered(ctx: ApplyContext, outcome: CatalogEntry | rules.Unchanged | rules.Refusal,
