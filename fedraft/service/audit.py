@@ -287,7 +287,7 @@ class LocalRecorder:
         fields = gov.DESCRIPTOR.fields_by_name
         if gov.state in BREAK_GLASS_STATES or any(f in fields and getattr(gov, f) for f in BREAK_GLASS_FIELDS):
             out.append(_Incident("break_glass", {**who, "state": gov.state, "message": result.message}, CRITICAL,
-                                 f"Kbreak_glass/{index}/{ordinal}".encode()))
+                                 b"Kbreak_glass/" + (bytes(gov.pending_id) or f"{index}/{ordinal}".encode())))
         return out
 
     def _write_refused(self, request: RefusedRequest) -> None:

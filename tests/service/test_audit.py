@@ -384,3 +384,15 @@ def test_the_engine_reports_the_range_a_snapshot_brought() -> None:
                                   _snapshot_listeners=[broken, lambda a, b: calls.append((a, b))])
     RaftEngine._on_snapshot_installed(engine, 40)  # the state is at 38; 39..40 were pysyncobj no-ops
     assert calls == [(8, 40)] and engine._last_applied == 38
+
+
+def test_a_break_glass_execution_is_an_incident_once_per_operation(
+        fed: Fed, state: StateStore, local: LocalStore) -> None:
+    rec = _recorder(local, state)
+    rec.on_applied(_governance(8, "executed", break_glass=True, command="revoke_principal"))
+    rec.on_applied(_governance(9, "executed", break_glass=True))  # a later answer about the same operation
+    rec.on_applied(_governance(10, "executed"))  # executed on every pool's approval: no override
+    assert rec.flush()
+    rec.stop()
+    [incident] = local.records(INCIDENTS)
+    assert (incident["kind"], incident["level"], incident["detail"]["index"]) == ("break_glass", "critical", 8)
