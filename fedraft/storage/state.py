@@ -69,12 +69,35 @@ def record_from_pb(m: pb.RegistryRecord) -> Record:
                   Revision(m.mod_revision.index, m.mod_revision.ordinal))
 
 
-class StateTxn:
-    """Typed access to the state through one LMDB transaction (read or write)."""
+class Derived:
+    """What this process derives from the replicated state to apply faster (the placement view).
 
-    def __init__(self, txn: lmdb.Transaction, dbs: dict[bytes, lmdb._Database]) -> None:
+    Never persisted or replicated: a node must decide the same with or without it, so it is dropped
+    whenever the state may move under it (an aborted write transaction, a snapshot install, a
+    reopen), and `writes` counts every write to an area's databases (`StateTxn.put`/`delete` of the
+    applier's transaction): a holder compares it with the count it last saw to know that nobody else
+    changed the state since.
+    """
+
+    def __init__(self) -> None:
+        self.caches: dict[str, object] = {}
+        self.writes = 0
+
+    def reset(self) -> None:
+        self.caches.clear()
+        self.writes += 1
+
+
+class StateTxn:
+    """Typed access to the state through one LMDB transaction (read or write).
+
+    `derived` is the store's process-local cache, given only to the applier's write transaction."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[bytes, lmdb._Database],
+                 derived: Derived | None = None) -> None:
         self.txn = txn
         self._dbs = dbs
+        self.derived = derived
 
     def _get(self, db: bytes, key: bytes) -> bytes | None:
         value = self.txn.get(key, db=self._dbs[db])
@@ -88,9 +111,13 @@ class StateTxn:
         return self._get(db, key)
 
     def put(self, db: bytes, key: bytes, value: bytes) -> None:
+        if self.derived is not None:
+            self.derived.writes += 1
         self._put(db, key, value)
 
     def delete(self, db: bytes, key: bytes) -> bool:
+        if self.derived is not None:
+            self.derived.writes += 1
         return bool(self.txn.delete(key, db=self._dbs[db]))
 
     def items(self, db: bytes, prefix: bytes = b"", start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
@@ -229,9 +256,11 @@ class StateStore:
         self.map_size = map_size
         self._write: lmdb.Transaction | None = None
         self._swap = _SwapLock()  # readers share it; a snapshot install takes it alone
+        self.derived = Derived()  # process-local, never persisted: see Derived
         self._open()
 
     def _open(self) -> None:
+        self.derived.reset()
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             # metasync=False: data pages are fsynced at commit, the meta page lazily; a crash may
@@ -271,7 +300,7 @@ class StateStore:
     def writer(self) -> StateTxn:
         if self._write is None:
             self._write = self.env.begin(write=True)
-        return StateTxn(self._write, self._dbs)
+        return StateTxn(self._write, self._dbs, self.derived)
 
     def commit(self) -> bool:
         """Commit pending apply writes; True if there were any."""
@@ -282,6 +311,7 @@ class StateStore:
         return True
 
     def abort(self) -> None:
+        self.derived.reset()  # it may hold what the aborted transaction wrote
         if self._write is not None:
             self._write.abort()
             self._write = None

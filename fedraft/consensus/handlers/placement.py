@@ -1,14 +1,23 @@
 """Apply rules of the placement area (SPEC §5, §7): pool reports, pool control, workloads, Ticks.
 
-The scheduler runs here, inside apply: every node makes the same decision from the same entry. One
-FederationView is built per entry (lazily, by the first envelope that needs it) and kept up to date
-as the entry's envelopes change pools and workloads; every change is also written to the state.
+The scheduler runs here, inside apply: every node makes the same decision from the same entry.
+
+The FederationView is built from the state once and kept across entries in the store's process-local
+cache (`StateStore.derived`, never persisted or replicated): each envelope that changes pools or
+workloads writes the state and updates the view in step (`_save_pool`, `_save_workload`). It is used
+only while nothing else wrote the state since it was last in step — `Derived.writes` counts every
+write to an area's databases (a pairing, a replica, a policy, a Tick's moves, a test seeding the state)
+— and the store drops it on an aborted transaction, a snapshot install and a reopen. So a node that
+kept its view and a node that just restarted and built one decide alike; with FEDRAFT_CHECK_VIEW=1
+(set for the test suite) every reuse is compared with a fresh build and a difference raises
+InvariantBroken.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
 from fedraft._proto.fedraft.v1 import placement_pb2 as ppb
@@ -22,58 +31,120 @@ from fedraft.domain.roles import Role
 from fedraft.domain.scheduler.explain import encode_explanation
 from fedraft.domain.scheduler.stack import place
 from fedraft.domain.scheduler.view import FederationView
+from fedraft.errors import InvariantBroken
 from fedraft.storage import catalog_schema as catalog
 from fedraft.storage import governance_schema as gov
 from fedraft.storage import placement_schema as schema
 from fedraft.storage.state import StateTxn
 
 _VIEW = "placement.view"
-_FLAPPING = "placement.flapping"
+_STALE = "placement.view.stale"
+CHECK_ENV = "FEDRAFT_CHECK_VIEW"
+
+
+@dataclass
+class _Cached:
+    view: FederationView
+    writes: int                                              # Derived.writes when last in step with the state
+    flapping: tuple[int, Policy, frozenset[str]] | None = None  # (effective time, policy, pools) for Submit/Migrate
+
+
+def _build(st: StateTxn) -> FederationView:
+    pairings = [(p.pool_a, p.pool_b, p.trust) for p in gov.pairings(st) if p.active]
+    return FederationView.build(schema.pools(st), schema.workloads(st), pairings, catalog.replica_pairs(st))
+
+
+def _holder(st: StateTxn, scope: EntryScope) -> dict[str, object]:
+    """Where the view lives: the store's process-local cache, or the entry's scope for a transaction
+    that has none (then it lives for one entry, as `forget_view` and the Tick keep it honest)."""
+    return st.derived.caches if st.derived is not None else scope.caches
+
+
+def _writes(st: StateTxn) -> int:
+    return st.derived.writes if st.derived is not None else 0
+
+
+def _in_step(st: StateTxn, scope: EntryScope) -> _Cached | None:
+    """The kept view if it still equals a fresh build of the state (nobody else wrote since), else None."""
+    holder = _holder(st, scope)
+    cached = holder.get(_VIEW)
+    if not isinstance(cached, _Cached):
+        return None
+    if scope.caches.pop(_STALE, False) or cached.writes != _writes(st):
+        del holder[_VIEW]
+        return None
+    return cached
 
 
 def _view(st: StateTxn, scope: EntryScope) -> FederationView:
-    view = scope.caches.get(_VIEW)
-    if view is None:
-        pairings = [(p.pool_a, p.pool_b, p.trust) for p in gov.pairings(st) if p.active]
-        view = FederationView.build(schema.pools(st), schema.workloads(st), pairings, catalog.replica_pairs(st))
-        scope.caches[_VIEW] = view
-    assert isinstance(view, FederationView)
-    return view
+    cached = _in_step(st, scope)
+    if cached is None:
+        cached = _Cached(_build(st), _writes(st))
+        _holder(st, scope)[_VIEW] = cached
+    elif os.environ.get(CHECK_ENV):
+        check_view(st, cached.view)
+    return cached.view
+
+
+def check_view(st: StateTxn, view: FederationView) -> None:
+    """Raise InvariantBroken if `view` differs from a view built afresh from the state (determinism:
+    a long-running node and a restarted one must decide alike)."""
+    differs = view.differences(_build(st))
+    if differs:
+        raise InvariantBroken(f"placement view out of step with the state at applied index {st.applied_index}: "
+                              f"{', '.join(differs)} differ")
+
+
+def invalidate_placement_view(ctx: ApplyContext | TickContext) -> None:
+    """Drop the kept view: the next envelope that needs one builds it from the state.
+
+    Writes through `StateTxn.put`/`delete` already do this (they count in `Derived.writes`); call it
+    when a change reaches what the view holds in any other way."""
+    _holder(ctx.st, ctx.scope).pop(_VIEW, None)
+    ctx.scope.caches.pop(_VIEW, None)
 
 
 def forget_view(scope: EntryScope) -> None:
     """Another area changed what the view holds (replicas): the next envelope rebuilds it from the state."""
-    scope.caches.pop(_VIEW, None)
+    scope.caches[_STALE] = True
 
 
 def _flapping(ctx: ApplyContext, view: FederationView, policy: Policy) -> frozenset[str]:
-    """Pools not to place on: flapping (SPEC §7). Depends on pool health only, so kept for the entry
-    (within one entry effective time is fixed) until a pool record changes."""
-    flapping = ctx.scope.caches.get(_FLAPPING)
-    if not isinstance(flapping, frozenset):
-        flapping = health.flapping_pools(view.pools(), ctx.now_ms, policy)
-        ctx.scope.caches[_FLAPPING] = flapping
+    """Pools not to place on: flapping (SPEC §7). A function of the pools, effective time and policy,
+    so kept with the view until one of them changes."""
+    cached = _holder(ctx.st, ctx.scope).get(_VIEW)
+    if isinstance(cached, _Cached) and cached.view is view and cached.flapping is not None:
+        now, known, flapping = cached.flapping
+        if now == ctx.now_ms and known == policy:
+            return flapping
+    flapping = health.flapping_pools(view.pools(), ctx.now_ms, policy)
+    if isinstance(cached, _Cached) and cached.view is view:
+        cached.flapping = (ctx.now_ms, policy, flapping)
     return flapping
 
 
 def _save_pool(ctx: ApplyContext | TickContext, pool: Pool) -> None:
+    """Write the pool and, if the kept view was in step, keep it so."""
+    cached = _in_step(ctx.st, ctx.scope)
     schema.put_pool(ctx.st, pool)
-    ctx.scope.caches.pop(_FLAPPING, None)
-    view = ctx.scope.caches.get(_VIEW)
-    if isinstance(view, FederationView):
-        view.set_pool(pool)
+    if cached is not None:
+        cached.view.set_pool(pool)
+        cached.flapping = None
+        cached.writes = _writes(ctx.st)
 
 
 def _save_workload(ctx: ApplyContext | TickContext, before: Workload | None, after: Workload) -> None:
-    """Write the workload and keep the view's bookings in step with its placement."""
+    """Write the workload and, if the kept view was in step, keep its bookings in step with the placement."""
+    cached = _in_step(ctx.st, ctx.scope)
     schema.put_workload(ctx.st, after)
-    view = ctx.scope.caches.get(_VIEW)
-    if not isinstance(view, FederationView):
+    if cached is None:
         return
+    view = cached.view
     if before is not None and before.phase.holds_resources:
         view.release(before.id)
     if after.phase.holds_resources:
         view.book(after)
+    cached.writes = _writes(ctx.st)
 
 
 def _result(ctx: ApplyContext, w: Workload, preempted: tuple[str, ...] = ()) -> pb.Result:
@@ -252,8 +323,7 @@ def _tick(ctx: TickContext) -> None:
         schema.put_pool(ctx.st, pool)
     for w in plan.workloads:
         schema.put_workload(ctx.st, w)
-    ctx.scope.caches.pop(_VIEW, None)  # later envelopes of this entry rebuild it from the state
-    ctx.scope.caches.pop(_FLAPPING, None)
+    invalidate_placement_view(ctx)  # the plan moved the view on its own: the next envelope rebuilds it
 
 
 def _deadline(st: StateTxn, term_start_ms: int) -> int | None:

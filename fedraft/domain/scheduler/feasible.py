@@ -24,6 +24,7 @@ from fedraft.domain.placement.model import Health, Policy, Pool, Trust, Workload
 from fedraft.domain.scheduler.view import FederationView
 
 EXAMPLES = 3  # refused pools named per filter (lowest ids); the rest are counted
+MEMO_LIMIT = 1_024  # memoized pool-level filter results kept in a view
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,8 @@ def narrow(view: FederationView, req: Request) -> tuple[frozenset[str], tuple[Re
             refused.append(_refused(view, req, name, ids - kept))
         ids = kept
     result = (frozenset(ids), tuple(refused))
+    if len(view.memo) >= MEMO_LIMIT:  # a view kept across entries must not grow without bound
+        view.memo.clear()
     view.memo[key] = result
     return result
 

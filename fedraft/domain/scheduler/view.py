@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterable
+from hashlib import sha256
+from typing import Any
 
 from fedraft.domain.placement.model import Gpu, Health, Pool, Trust, Workload
 
@@ -437,6 +439,62 @@ class FederationView:
     def ids_at_priority(self, priority: int) -> set[str]:
         """Pools running booked work of exactly this priority (read only)."""
         return self._at_priority.get(priority, set())
+
+    # -- determinism guard ------------------------------------------------------------------------
+
+    def canonical(self) -> dict[str, object]:
+        """Everything a decision can read, in a canonical form (sorted, empty entries dropped, caches
+        left out): a view kept up to date by book/release/set_pool must equal one built afresh from
+        the same state, part by part. Slow (the whole view); for checks and tests."""
+
+        def ids(members: Iterable[str]) -> tuple[str, ...]:
+            return tuple(sorted(members))
+
+        def by_key(index: dict[Any, set[str]]) -> tuple[tuple[Any, tuple[str, ...]], ...]:
+            return tuple(sorted((k, ids(v)) for k, v in index.items() if v))
+
+        def levels(sets: list[set[str]]) -> tuple[tuple[str, ...], ...]:
+            out = [ids(members) for members in sets[1:]]
+            while out and not out[-1]:
+                out.pop()
+            return tuple(out)
+
+        def counts(nested: dict[str, dict[Any, int]]) -> tuple[tuple[str, Any, int], ...]:
+            return tuple(sorted((a, b, n) for a, inner in nested.items() for b, n in inner.items() if n))
+
+        return {
+            "pools": tuple((i, self._pools[i]) for i in sorted(self._pools)),
+            "ids": tuple(self._ids), "all": ids(self._all), "up": ids(self._up), "closed": ids(self._closed),
+            "by_region": by_key(self._by_region), "by_label": by_key(self._by_label),
+            "fit": levels(self._fit), "size": levels(self._size),
+            "shapes": (by_key(self._shapes[0]), by_key(self._shapes[1])),
+            "capacity": tuple(
+                (i, c.total_units, c.cpu_total, c.free_units, c.max_free, c.cpu_free, c.cpu_key, c.gpu_key,
+                 tuple((w.name, w.cpu, w.ram, tuple(w.free)) for w in c.rows))
+                for i, c in sorted(self._index.items())),
+            "trust": tuple(sorted((a, b, level) for a, peers in self._trust.items() for b, level in peers.items())),
+            "replicas": tuple(sorted((m, ids(ps)) for m, ps in self._replicas.items())),
+            "booked": tuple(sorted(self._booked.items())),
+            "owner": tuple(sorted(self._owner.items())),
+            "used": tuple(sorted((p, w, cpu, ram) for p, ws in self._used.items() for w, (cpu, ram) in ws.items()
+                                 if cpu or ram)),
+            "running": by_key(self._running),
+            "by_submitter": counts(self._by_submitter),
+            "submitter_set": by_key(self._submitter_set),
+            "levels": tuple(sorted((s, n, ids(ps)) for s, lv in self._levels.items() for n, ps in lv.items() if ps)),
+            "priorities": counts(self._priorities), "at_priority": by_key(self._at_priority),
+            "victims": tuple(sorted((k, tuple(v[:3] for v in vs)) for k, vs in self._victims.items() if vs)),
+            "gpu_priorities": counts(self._gpu_priorities), "gpu_at_priority": by_key(self._gpu_at_priority),
+        }
+
+    def fingerprint(self) -> bytes:
+        """sha256 of `canonical()`: equal for a maintained view and a fresh build of the same state."""
+        return sha256(repr(sorted(self.canonical().items())).encode()).digest()
+
+    def differences(self, other: FederationView) -> tuple[str, ...]:
+        """The names of the canonical parts in which the two views differ."""
+        mine, theirs = self.canonical(), other.canonical()
+        return tuple(name for name in mine if mine[name] != theirs[name])
 
     def ids_with_gpu_work_at(self, priority: int) -> set[str]:
         """Pools running booked work of exactly this priority that was given GPUs (read only)."""
