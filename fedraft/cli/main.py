@@ -40,6 +40,8 @@ COMMAND_MODULES: list[str] = [
     "fedraft.cli.governance_cmd",
     "fedraft.cli.approvals_cmd",
     "fedraft.cli.recover_cmd",
+    "fedraft.cli.watch_cmd",
+    "fedraft.cli.quorum",
 ]
 
 EXAMPLES = """examples:
@@ -80,7 +82,9 @@ def _grpc_error(exc: Exception) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # a command may report usage errors its own way (quorum-status exits 64)
+        getattr(args, "usage_error", parser.error)(f"unrecognized arguments: {' '.join(extras)}")
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
