@@ -3,7 +3,7 @@ the apply version.
 
 The critical commands here run only once approved (handlers/approvals.py calls these rules then, with
 the proposer as author). Each writes through to the state; a change that alters what the placement
-view sees (pools, pairings, policy) drops the entry's cached views so later envelopes rebuild them.
+view sees (pools, pairings, policy) drops the kept placement view so the next envelope rebuilds it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import replace
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
 from fedraft._proto.fedraft.v1 import governance_pb2 as gpb
 from fedraft.consensus.handlers.context import ApplyContext, Rule, TickContext
+from fedraft.consensus.handlers.placement import invalidate_placement_view
 from fedraft.crypto.signing import key_id_of
 from fedraft.domain import commands as c
 from fedraft.domain.governance import commands as gc
@@ -28,7 +29,9 @@ from fedraft.storage.state import M_APPLY_VERSION, StateTxn
 
 
 def _changed_views(ctx: ApplyContext) -> None:
-    ctx.scope.caches.clear()
+    """Pools, pairings or policy changed: the placement view is rebuilt from the state when next needed
+    (writes through the state already say so to a kept view; this covers an entry-scoped one)."""
+    invalidate_placement_view(ctx)
 
 
 def _author(ctx: ApplyContext) -> str:
