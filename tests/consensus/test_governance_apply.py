@@ -354,6 +354,16 @@ def test_set_apply_version_stops_a_node_too_old_for_it(log: Log) -> None:
         log.one(log.fed.admins["hq"], c.Put("/routes/v", b"1"))
 
 
+def test_envelopes_after_set_apply_version_in_the_same_entry_are_not_applied_under_the_old_rules(
+        log: Log) -> None:
+    fed = log.fed
+    p = Proposal(log, fed.admins["hq"], gc.SetApplyVersion(2))
+    ok(p.approve(fed.admins["gpu-dc"]))
+    last = log.env(fed.admins["cpu-branch"], gc.Approve(p.id, p.digest))
+    with pytest.raises(ApplyVersionTooNew):
+        log.apply(last, log.env(fed.admins["hq"], c.Put("/routes/after", b"1")))
+
+
 def test_a_federation_of_one_voter_executes_on_proposal(tmp_path: Path) -> None:
     fed = make_federation(("hq",))
     log = Log(fed, [StateStore(tmp_path / "solo", fed.genesis, map_size=64 << 20)])
