@@ -81,8 +81,9 @@ def find_eviction(view: FederationView, req: Request, eligible: Set[str], scorer
     and higher levels are never scanned.
 
     Within a level only pools that can hold a plan are visited: pools running work of priority <= L
-    and, for GPU work, either running GPU work of priority <= L or already having a worker with
-    enough free units (a worker short of units needs a victim that gives one). They are visited in
+    and, for GPU work, either having a worker where the free units plus those given to work of
+    priority <= L reach the count, or a worker with that many free units already (a worker short of
+    units needs victims that give them). They are visited in
     the order of the rest of the plan key — score descending, tie-break hash, pool id, worker — so
     the first plan with one eviction is the best (nothing evicts fewer), and a later plan replaces
     the best only with strictly fewer evictions (a plan that cannot is abandoned as soon as it
@@ -100,7 +101,7 @@ def find_eviction(view: FederationView, req: Request, eligible: Set[str], scorer
             break
         reachable |= view.ids_at_priority(level)
         if need:
-            holding |= view.ids_with_gpu_work_at(level)
+            holding |= view.ids_reclaiming_at(need, level)
             here = pools & reachable
             candidates = (here & holding) | (here & roomy)
         else:
@@ -114,20 +115,39 @@ def find_eviction(view: FederationView, req: Request, eligible: Set[str], scorer
 
 def _best_at(view: FederationView, req: Request, candidates: Set[str], scorer: Scorer, level: int,
              index: int, request_id: bytes) -> Eviction | None:
-    """The plan with the fewest evictions of victims <= level, ties by score, hash, pool, worker."""
+    """The plan with the fewest evictions of victims <= level, ties by score, hash, pool, worker.
+
+    For GPU work, plans with one eviction are looked for first, on the pools where one eviction can
+    free enough units at all (`ids_with_units_after_one_eviction`: a superset of the pools holding
+    such a plan); the first found in key order is the answer. Otherwise every plan evicts two or more.
+    """
+    need = req.spec.gpus
+    fewest = 1
+    if need:
+        near = candidates & view.ids_with_units_after_one_eviction(need)
+        found = _walk(view, req, near, scorer, level, index, request_id, most=1, fewest=1) if near else None
+        if found is not None:
+            return found
+        fewest = 2
+    return _walk(view, req, candidates, scorer, level, index, request_id, most=sys.maxsize, fewest=fewest)
+
+
+def _walk(view: FederationView, req: Request, candidates: Set[str], scorer: Scorer, level: int, index: int,
+          request_id: bytes, *, most: int, fewest: int) -> Eviction | None:
+    """Visit the candidates in key order (score descending, hash, pool, worker) for the plan with the
+    fewest evictions, at most `most`; stop at one with `fewest` (none has fewer)."""
     best: Eviction | None = None
-    most = sys.maxsize
     for _, members in scorer.ranked(candidates):
         for pool_id in tie_order(index, request_id, members):
             for worker in view.worker_capacity(pool_id):
                 victims = view.victims_on(pool_id, worker.name, level)
                 if not victims:
                     continue
-                plan = _plan(view, req, worker, victims, most - 1)
+                plan = _plan(view, req, worker, victims, most)
                 if plan is None or not plan[1]:
                     continue
                 fit, evicted = plan
-                best, most = Eviction(pool_id, fit, tuple(v.id for v in evicted)), len(evicted)
-                if most == 1:
+                best, most = Eviction(pool_id, fit, tuple(v.id for v in evicted)), len(evicted) - 1
+                if len(evicted) <= fewest:
                     return best
     return best

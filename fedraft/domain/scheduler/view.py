@@ -44,8 +44,8 @@ Shape = tuple[str, str, int, int]
 class PoolCapacity:
     """Per-pool totals kept current by book/release (the capacity filters and scores read only these)."""
 
-    __slots__ = ("cpu_free", "cpu_key", "cpu_total", "free_units", "gpu_key", "max_free", "pool", "rows",
-                 "total_units", "workers")
+    __slots__ = ("cpu_free", "cpu_key", "cpu_total", "free_units", "gpu_key", "max_free", "one_eviction", "pool",
+                 "reclaim", "rows", "total_units", "workers")
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
@@ -58,6 +58,9 @@ class PoolCapacity:
         self.cpu_total = sum(w.cpu_millis for w in pool.inventory.workers)
         self.free_units = 0
         self.max_free = 0
+        self.one_eviction = 0  # max over workers of free units + the most units one booked workload holds there
+        # k -> the lowest priority L at which a worker's free units + the units of its work <= L reach k
+        self.reclaim: dict[int, int] = {}
         self.cpu_free = 0
         self.gpu_key: Shape | None = None
         self.cpu_key: Shape | None = None
@@ -76,6 +79,7 @@ class FederationView:
         self._by_region: dict[str, set[str]] = {}
         self._by_label: dict[str, set[str]] = {}
         self._fit: list[set[str]] = [set()]               # _fit[k]: pools with a worker having >= k free units
+        self._one: list[set[str]] = [set()]               # _one[k]: ... >= k free units after evicting one workload
         self._size: list[set[str]] = [set()]              # _size[k]: ... >= k healthy units, free or not
         self._at_priority: dict[int, set[str]] = {}       # priority -> pools running work of that priority
         self._shapes: tuple[dict[Shape, set[str]], dict[Shape, set[str]]] = ({}, {})  # CPU, GPU
@@ -92,8 +96,7 @@ class FederationView:
         self._priorities: dict[str, dict[int, int]] = {}    # pool -> priority -> workloads there
         # preemption: per (pool, worker) the booked work in eviction order, and which pools hold GPUs per priority
         self._victims: dict[tuple[str, str], list[Victim]] = {}
-        self._gpu_priorities: dict[str, dict[int, int]] = {}  # pool -> priority -> booked workloads there with GPUs
-        self._gpu_at_priority: dict[int, set[str]] = {}       # priority -> pools with booked GPU work of it
+        self._reclaim: dict[int, dict[int, set[str]]] = {}   # k -> L -> pools whose reclaim[k] is L
         self.memo: dict[tuple[object, ...], object] = {}   # results that depend on pools only; cleared by set_pool
 
     @classmethod
@@ -156,9 +159,9 @@ class FederationView:
         else:
             self._closed.discard(pool.id)
         index = PoolCapacity(pool)
-        old_max = 0
         if pool.id in self._index:
-            old_max = self._index[pool.id].max_free
+            was = self._index[pool.id]
+            index.max_free, index.one_eviction, index.reclaim = was.max_free, was.one_eviction, was.reclaim
             self._unshape(pool.id, self._index[pool.id])
         self._index[pool.id] = index
         for worker, (cpu, ram) in sorted(self._used.get(pool.id, {}).items()):
@@ -168,7 +171,7 @@ class FederationView:
         for w in index.workers.values():
             w.free = sorted((g.memory_mb, g.uuid) for g in w.gpus.values() if g.healthy and g.uuid not in self._owner)
         index.free_units = sum(len(w.free) for w in index.workers.values())
-        self._refresh(pool.id, index, old_max)
+        self._refresh(pool.id, index)
         size = max((sum(1 for g in w.gpus.values() if g.healthy) for w in index.rows), default=0)
         while len(self._size) <= size:
             self._size.append(set())
@@ -186,7 +189,7 @@ class FederationView:
                 if not members:
                     del shapes[key]
 
-    def _refresh(self, pool_id: str, index: PoolCapacity, old_max: int) -> None:
+    def _refresh(self, pool_id: str, index: PoolCapacity) -> None:
         self._unshape(pool_id, index)
         index.cpu_free = sum(max(0, w.cpu) for w in index.workers.values())
         region, tier = index.pool.region, index.pool.tier
@@ -195,14 +198,34 @@ class FederationView:
         self._shapes[0].setdefault(index.cpu_key, set()).add(pool_id)
         self._shapes[1].setdefault(index.gpu_key, set()).add(pool_id)
         new_max = max((len(w.free) for w in index.workers.values()), default=0)
+        _step(self._fit, pool_id, index.max_free, new_max)
         index.max_free = new_max
-        while len(self._fit) <= new_max:
-            self._fit.append(set())
-        for k in range(min(old_max, new_max) + 1, max(old_max, new_max) + 1):
-            if new_max >= k:
-                self._fit[k].add(pool_id)
-            else:
-                self._fit[k].discard(pool_id)
+        one = 0
+        reclaim: dict[int, int] = {}
+        for w in index.rows:
+            free = reach = len(w.free)
+            held = 0
+            for priority, _, _, victim in self._victims.get((pool_id, w.name), ()):
+                units = len(victim.placement.gpus) if victim.placement else 0
+                held = max(held, units)
+                for k in range(reach + 1, reach + units + 1):
+                    if reclaim.get(k, priority) >= priority:
+                        reclaim[k] = priority
+                reach += units
+            one = max(one, free + held)
+        _step(self._one, pool_id, index.one_eviction, one)
+        index.one_eviction = one
+        if reclaim != index.reclaim:
+            for k, level in index.reclaim.items():
+                if reclaim.get(k) != level:
+                    at = self._reclaim[k]
+                    at[level].discard(pool_id)
+                    if not at[level]:
+                        del at[level]
+            for k, level in reclaim.items():
+                if index.reclaim.get(k) != level:
+                    self._reclaim.setdefault(k, {}).setdefault(level, set()).add(pool_id)
+            index.reclaim = reclaim
 
     # -- trust and replicas --------------------------------------------------------------------
 
@@ -255,6 +278,11 @@ class FederationView:
     def ids_with_free_units(self, count: int) -> set[str]:
         """Pools with a worker holding at least `count` free healthy GPUs (any memory)."""
         return self._fit[count] if count < len(self._fit) else set()
+
+    def ids_with_units_after_one_eviction(self, count: int) -> set[str]:
+        """Pools with a worker where the free units plus those one booked workload was given reach `count`:
+        every pool where evicting a single workload can make room for `count` GPUs is in it."""
+        return self._one[count] if count < len(self._one) else set()
 
     # -- capacity reads ------------------------------------------------------------------------
 
@@ -315,8 +343,6 @@ class FederationView:
         _count(self._priorities, self._at_priority, pool_id, priority, 1)
         insort(self._victims.setdefault((pool_id, worker), []),
                (priority, -workload.submitted_index, workload.id, workload))
-        if placement.gpus:
-            _count(self._gpu_priorities, self._gpu_at_priority, pool_id, priority, 1)
         claimed = [u for u in placement.gpus if u not in self._owner]
         for uuid in claimed:
             self._owner[uuid] = workload.id
@@ -333,7 +359,7 @@ class FederationView:
                 if pos < len(w.free) and w.free[pos] == (gpu.memory_mb, uuid):
                     del w.free[pos]
                     index.free_units -= 1
-        self._refresh(pool_id, index, index.max_free)
+        self._refresh(pool_id, index)
 
     def release(self, workload_id: str) -> None:
         workload = self._booked.pop(workload_id, None)
@@ -359,8 +385,6 @@ class FederationView:
         del victims[bisect_left(victims, (priority, -workload.submitted_index, workload.id))]
         if not victims:
             del self._victims[(pool_id, worker)]
-        if placement.gpus:
-            _count(self._gpu_priorities, self._gpu_at_priority, pool_id, priority, -1)
         freed = [u for u in placement.gpus if self._owner.get(u) == workload_id]
         for uuid in freed:
             del self._owner[uuid]
@@ -375,7 +399,7 @@ class FederationView:
             if gpu is not None and gpu.healthy:
                 insort(w.free, (gpu.memory_mb, uuid))
                 index.free_units += 1
-        self._refresh(pool_id, index, index.max_free)
+        self._refresh(pool_id, index)
 
     def _move_level(self, submitter_pool: str, pool_id: str, old: int, new: int) -> None:
         levels = self._levels.setdefault(submitter_pool, {})
@@ -466,10 +490,11 @@ class FederationView:
             "pools": tuple((i, self._pools[i]) for i in sorted(self._pools)),
             "ids": tuple(self._ids), "all": ids(self._all), "up": ids(self._up), "closed": ids(self._closed),
             "by_region": by_key(self._by_region), "by_label": by_key(self._by_label),
-            "fit": levels(self._fit), "size": levels(self._size),
+            "fit": levels(self._fit), "size": levels(self._size), "one": levels(self._one),
             "shapes": (by_key(self._shapes[0]), by_key(self._shapes[1])),
             "capacity": tuple(
-                (i, c.total_units, c.cpu_total, c.free_units, c.max_free, c.cpu_free, c.cpu_key, c.gpu_key,
+                (i, c.total_units, c.cpu_total, c.free_units, c.max_free, c.one_eviction,
+                 tuple(sorted(c.reclaim.items())), c.cpu_free, c.cpu_key, c.gpu_key,
                  tuple((w.name, w.cpu, w.ram, tuple(w.free)) for w in c.rows))
                 for i, c in sorted(self._index.items())),
             "trust": tuple(sorted((a, b, level) for a, peers in self._trust.items() for b, level in peers.items())),
@@ -484,7 +509,8 @@ class FederationView:
             "levels": tuple(sorted((s, n, ids(ps)) for s, lv in self._levels.items() for n, ps in lv.items() if ps)),
             "priorities": counts(self._priorities), "at_priority": by_key(self._at_priority),
             "victims": tuple(sorted((k, tuple(v[:3] for v in vs)) for k, vs in self._victims.items() if vs)),
-            "gpu_priorities": counts(self._gpu_priorities), "gpu_at_priority": by_key(self._gpu_at_priority),
+            "reclaim": tuple(sorted((k, level, ids(ps)) for k, at in self._reclaim.items() for level, ps in at.items()
+                                    if ps)),
         }
 
     def fingerprint(self) -> bytes:
@@ -496,9 +522,12 @@ class FederationView:
         mine, theirs = self.canonical(), other.canonical()
         return tuple(name for name in mine if mine[name] != theirs[name])
 
-    def ids_with_gpu_work_at(self, priority: int) -> set[str]:
-        """Pools running booked work of exactly this priority that was given GPUs (read only)."""
-        return self._gpu_at_priority.get(priority, set())
+    def ids_reclaiming_at(self, count: int, priority: int) -> set[str]:
+        """Pools where `priority` is the lowest priority L such that on some worker the free units plus
+        the units given to booked work of priority <= L reach `count` (read only). Their union over the
+        priorities <= L holds every pool where evicting work of priority <= L can make room for
+        `count` GPUs on a worker that has fewer free."""
+        return self._reclaim.get(count, {}).get(priority, set())
 
     def victims_on(self, pool_id: str, worker: str, max_priority: int) -> list[Victim]:
         """Booked work placed on the worker with priority <= max_priority, in eviction order: lowest
@@ -507,6 +536,17 @@ class FederationView:
         if not victims:
             return []
         return victims[:bisect_left(victims, (max_priority + 1,))]
+
+
+def _step(sets: list[set[str]], pool_id: str, old: int, new: int) -> None:
+    """Keep `sets[k]` (the pools whose value is >= k, for k >= 1) in step with one pool's value."""
+    while len(sets) <= new:
+        sets.append(set())
+    for k in range(min(old, new) + 1, max(old, new) + 1):
+        if new >= k:
+            sets[k].add(pool_id)
+        else:
+            sets[k].discard(pool_id)
 
 
 def _count(per_pool: dict[str, dict[int, int]], pools_at: dict[int, set[str]], pool_id: str, priority: int,

@@ -224,7 +224,8 @@ def test_victims_on_keeps_eviction_order_through_book_and_release() -> None:
     view.release("v2")
     view.book(replace(work[2], submitted_index=0))
     assert [v[2] for v in view.victims_on("p", "w0", 5)] == ["v0", "v2", "v3", "v1"]
-    assert view.ids_with_gpu_work_at(0) == {"p"} and view.victims_on("p", "w1", 5) == []
+    assert view.ids_reclaiming_at(1, 0) == {"p"} and view.ids_reclaiming_at(2, 0) == {"p"}
+    assert view.ids_reclaiming_at(3, 1) == {"p"} and view.victims_on("p", "w1", 5) == []
     for w in work:
         view.release(w.id)
-    assert view.ids_with_gpu_work_at(0) == set() and view.victims_on("p", "w0", 5) == []
+    assert view.ids_reclaiming_at(1, 0) == set() and view.victims_on("p", "w0", 5) == []
