@@ -46,7 +46,13 @@ CHECK_ENV = "FEDRAFT_CHECK_VIEW"
 class _Cached:
     view: FederationView
     writes: int                                              # Derived.writes when last in step with the state
+    policy: Policy | None = None                             # read from the state (a change is a write: rebuilt)
     flapping: tuple[int, Policy, frozenset[str]] | None = None  # (effective time, policy, pools) for Submit/Migrate
+
+    def placement_policy(self, st: StateTxn) -> Policy:
+        if self.policy is None:
+            self.policy = schema.policy(st)
+        return self.policy
 
 
 def _build(st: StateTxn) -> FederationView:
@@ -76,14 +82,20 @@ def _in_step(st: StateTxn, scope: EntryScope) -> _Cached | None:
     return cached
 
 
-def _view(st: StateTxn, scope: EntryScope) -> FederationView:
+def _cached(st: StateTxn, scope: EntryScope) -> _Cached:
     cached = _in_step(st, scope)
     if cached is None:
         cached = _Cached(_build(st), _writes(st))
         _holder(st, scope)[_VIEW] = cached
     elif os.environ.get(CHECK_ENV):
         check_view(st, cached.view)
-    return cached.view
+        if cached.policy is not None and cached.policy != schema.policy(st):
+            raise InvariantBroken(f"kept placement policy out of step with the state at index {st.applied_index}")
+    return cached
+
+
+def _view(st: StateTxn, scope: EntryScope) -> FederationView:
+    return _cached(st, scope).view
 
 
 def check_view(st: StateTxn, view: FederationView) -> None:
@@ -109,17 +121,15 @@ def forget_view(scope: EntryScope) -> None:
     scope.caches[_STALE] = True
 
 
-def _flapping(ctx: ApplyContext, view: FederationView, policy: Policy) -> frozenset[str]:
+def _flapping(ctx: ApplyContext, cached: _Cached, policy: Policy) -> frozenset[str]:
     """Pools not to place on: flapping (SPEC §7). A function of the pools, effective time and policy,
     so kept with the view until one of them changes."""
-    cached = _holder(ctx.st, ctx.scope).get(_VIEW)
-    if isinstance(cached, _Cached) and cached.view is view and cached.flapping is not None:
+    if cached.flapping is not None:
         now, known, flapping = cached.flapping
-        if now == ctx.now_ms and known == policy:
+        if now == ctx.now_ms and known is policy:
             return flapping
-    flapping = health.flapping_pools(view.pools(), ctx.now_ms, policy)
-    if isinstance(cached, _Cached) and cached.view is view:
-        cached.flapping = (ctx.now_ms, policy, flapping)
+    flapping = health.flapping_pools(cached.view.pools(), ctx.now_ms, policy)
+    cached.flapping = (ctx.now_ms, policy, flapping)
     return flapping
 
 
@@ -199,13 +209,14 @@ def _submit(ctx: ApplyContext, command: c.Command) -> pb.Result:
     assert isinstance(command, pc.Submit)
     if schema.get_workload(ctx.st, command.workload_id) is not None:
         return ctx.refuse(Code.ALREADY_EXISTS, f"workload {command.workload_id} exists")
-    if schema.get_pool(ctx.st, ctx.principal.pool) is None:
+    cached = _cached(ctx.st, ctx.scope)
+    view = cached.view
+    if view.pool(ctx.principal.pool) is None:  # the view holds exactly the registered pools
         return ctx.refuse(Code.FAILED_PRECONDITION, f"the submitter's pool {ctx.principal.pool} is not registered")
-    policy = schema.policy(ctx.st)
-    view = _view(ctx.st, ctx.scope)
+    policy = cached.placement_policy(ctx.st)
     workload = Workload(command.workload_id, command.spec, ctx.principal.pool, submitted_index=ctx.index)
     decision = place(view, workload, index=ctx.index, request_id=ctx.request_id, policy=policy,
-                     avoid=_flapping(ctx, view, policy))
+                     avoid=_flapping(ctx, cached, policy))
     for victim_id in decision.preempted:
         victim = schema.get_workload(ctx.st, victim_id)
         if victim is None:  # pragma: no cover - the view only knows stored workloads
@@ -269,10 +280,11 @@ def _migrate(ctx: ApplyContext, command: c.Command) -> pb.Result:
         return ctx.refuse(Code.INVALID_ARGUMENT, f"workload {w.id} already runs on {source}")
     if not _is(ctx, Role.ADMIN) and ctx.principal.pool not in (source, w.submitter_pool):
         return ctx.refuse(Code.PERMISSION_DENIED, f"an operator of {source} or {w.submitter_pool} may migrate {w.id}")
-    view = _view(ctx.st, ctx.scope)
-    policy = schema.policy(ctx.st)
+    cached = _cached(ctx.st, ctx.scope)
+    view = cached.view
+    policy = cached.placement_policy(ctx.st)
     others = frozenset(p.id for p in view.pools() if p.id != command.to_pool)
-    avoid = (others if command.to_pool else frozenset({source})) | _flapping(ctx, view, policy)
+    avoid = (others if command.to_pool else frozenset({source})) | _flapping(ctx, cached, policy)
     view.release(w.id)
     decision = place(view, w, index=ctx.index, request_id=ctx.request_id, policy=policy, avoid=avoid)
     view.book(w)

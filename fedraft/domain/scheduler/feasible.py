@@ -17,7 +17,6 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Set
 from dataclasses import dataclass, replace
-from heapq import nsmallest
 from typing import cast
 
 from fedraft.domain.placement.model import Health, Policy, Pool, Trust, Workload, WorkloadSpec
@@ -266,7 +265,7 @@ def with_free_units(view: FederationView, req: Request, ids: frozenset[str]) -> 
 def _refused(view: FederationView, req: Request, name: str, ids: Set[str]) -> Refused:
     check = _CHECKS[name]
     examples = []
-    for pool_id in nsmallest(EXAMPLES, ids):
+    for pool_id in view.lowest_ids(ids, EXAMPLES):
         pool = view.pool(pool_id)
         assert pool is not None
         examples.append((pool_id, check(view, req, pool) or "refused"))

@@ -169,9 +169,19 @@ class Scorer:
                     plain = members - mine if mine else members
                     if plain:
                         push(-negative, True, tuple(plain))
-                    if len(plain) < len(members) and levels:
+                    rest = len(members) - len(plain)
+                    if rest and levels:
                         base = -negative - w_spread * 100
-                        push(base + w_spread * (100 // (1 + levels[0][0])), False, _Level(members, 0, base))
+                        if rest > len(levels):   # many pools: one set operation per count, when needed
+                            push(base + w_spread * (100 // (1 + levels[0][0])), False, _Level(members, 0, base))
+                            continue
+                        by_total: dict[int, list[str]] = {}   # few: look each one's count up
+                        for pool_id in members:
+                            n = counts.get(pool_id, 0)
+                            if n:
+                                by_total.setdefault(base + w_spread * (100 // (1 + n)), []).append(pool_id)
+                        for total, at_total in by_total.items():
+                            push(total, True, tuple(at_total))
                     continue
                 fixed = self._base(region, tier) + (w_locality * 100 if has_replica else 0)
                 scored: dict[int, list[str]] = {}

@@ -9,8 +9,9 @@ order), so string-hash randomization can never change a decision between two nod
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from hashlib import sha256
+from heapq import nsmallest
 from typing import Any
 
 from fedraft.domain.placement.model import Gpu, Health, Pool, Trust, Workload
@@ -134,6 +135,19 @@ class FederationView:
 
     def pool_ids(self) -> tuple[str, ...]:
         return tuple(self._ids)
+
+    def lowest_ids(self, ids: Set[str], count: int) -> list[str]:
+        """The `count` lowest of `ids` (pools of this view), ascending. A large share of the pools is
+        found by walking the sorted ids; a small one by a heap."""
+        if len(ids) * 16 < len(self._ids):
+            return nsmallest(count, ids)
+        out: list[str] = []
+        for pool_id in self._ids:
+            if pool_id in ids:
+                out.append(pool_id)
+                if len(out) == count:
+                    return out
+        return out if len(out) == len(ids) else nsmallest(count, ids)  # ids this view does not hold: a heap
 
     def set_pool(self, pool: Pool) -> None:
         """Insert or replace a pool (health, cordon, drain or inventory changed); bookings are kept."""
