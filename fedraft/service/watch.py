@@ -303,8 +303,11 @@ class WatchHub:
                 raise TooManyStreams(f"at most {self.max_streams} watch streams per node; try another node or "
                                      "later")
             self._streams += 1
-            start = from_index or self.published + 1
-        return WatchStream(self, start, include_barriers, announce=not from_index)
+            stream = WatchStream(self, from_index or self.published + 1, include_barriers, announce=not from_index)
+            if not from_index:  # from now: nothing to replay, subscribed at once
+                stream.sub = _Subscriber(include_barriers, self.queue_events)
+                self._subs.add(stream.sub)
+        return stream
 
     def _close(self, stream: WatchStream) -> None:
         with self._cond:
@@ -337,7 +340,7 @@ class WatchStream:
         if self.announce:
             yield api.WatchEvent(progress=True, index=self.next_index - 1, served_by=hub.node_id)
         # History: replay from the archive until caught up with what the hub published, then subscribe.
-        while True:
+        while self.sub is None:
             with hub._cond:
                 if hub._stopping:
                     return
