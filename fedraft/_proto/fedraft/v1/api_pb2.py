@@ -25,40 +25,41 @@ _sym_db = _symbol_database.Default()
 from fedraft._proto.fedraft.v1 import catalog_pb2 as fedraft_dot_v1_dot_catalog__pb2
 from fedraft._proto.fedraft.v1 import entries_pb2 as fedraft_dot_v1_dot_entries__pb2
 from fedraft._proto.fedraft.v1 import governance_pb2 as fedraft_dot_v1_dot_governance__pb2
+from fedraft._proto.fedraft.v1 import memory_pb2 as fedraft_dot_v1_dot_memory__pb2
 from fedraft._proto.fedraft.v1 import placement_pb2 as fedraft_dot_v1_dot_placement__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66\x65\x64raft/v1/api.proto\x12\nfedraft.v1\x1a\x18\x66\x65\x64raft/v1/catalog.proto\x1a\x18\x66\x65\x64raft/v1/entries.proto\x1a\x1b\x66\x65\x64raft/v1/governance.proto\x1a\x1a\x66\x65\x64raft/v1/placement.proto\"E\n\x0eProposeRequest\x12%\n\tenvelopes\x18\x01 \x03(\x0b\x32\x12.fedraft.v1.Signed\x12\x0c\n\x04wait\x18\x02 \x01(\x08\"6\n\x0fProposeResponse\x12#\n\x07results\x18\x01 \x03(\x0b\x32\x12.fedraft.v1.Result\"G\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x17.fedraft.v1.Consistency\"\x8a\x01\n\x0bGetResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12*\n\x06record\x18\x02 \x01(\x0b\x32\x1a.fedraft.v1.RegistryRecord\x12\x15\n\rapplied_index\x18\x03 \x01(\x04\x12\x16\n\x0e\x61pplied_age_ms\x18\x04 \x01(\x04\x12\x11\n\tserved_by\x18\x05 \x01(\t\"\x82\x01\n\x0bListRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\r\x12,\n\x0b\x63onsistency\x18\x05 \x01(\x0e\x32\x17.fedraft.v1.Consistency\"\xae\x03\n\x0cListResponse\x12+\n\x07records\x18\x01 \x03(\x0b\x32\x1a.fedraft.v1.RegistryRecord\x12%\n\x05pools\x18\x02 \x03(\x0b\x32\x16.fedraft.v1.PoolRecord\x12-\n\tworkloads\x18\x03 \x03(\x0b\x32\x1a.fedraft.v1.WorkloadRecord\x12+\n\x08pairings\x18\x04 \x03(\x0b\x32\x19.fedraft.v1.PairingRecord\x12\x17\n\x0fnext_page_token\x18\x05 \x01(\t\x12\x15\n\rapplied_index\x18\x06 \x01(\x04\x12\x11\n\tserved_by\x18\x07 \x01(\t\x12*\n\x07\x63\x61talog\x18\x08 \x03(\x0b\x32\x19.fedraft.v1.CatalogRecord\x12*\n\x07pending\x18\x14 \x03(\x0b\x32\x19.fedraft.v1.PendingRecord\x12)\n\nprincipals\x18\x15 \x03(\x0b\x32\x15.fedraft.v1.Principal\x12(\n\x06policy\x18\x16 \x03(\x0b\x32\x18.fedraft.v1.PolicyRecord\"\'\n\rStatusRequest\x12\x16\n\x0einclude_digest\x18\x01 \x01(\x08\"Z\n\nPeerStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x17\n\x0flast_contact_ms\x18\x04 \x01(\x04\"\xb0\x03\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x11\n\tleader_id\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x04\x12\x15\n\rapplied_index\x18\x06 \x01(\x04\x12\x12\n\nhas_quorum\x18\x07 \x01(\x08\x12\x10\n\x08lockdown\x18\x08 \x01(\x08\x12\x12\n\ncluster_id\x18\t \x01(\x0c\x12\x14\n\x0cstate_digest\x18\n \x01(\x0c\x12\x12\n\nchain_head\x18\x0b \x01(\x0c\x12\x15\n\rdb_used_bytes\x18\x0c \x01(\x04\x12\x14\n\x0c\x64\x62_map_bytes\x18\r \x01(\x04\x12\x0f\n\x07version\x18\x0e \x01(\t\x12%\n\x05peers\x18\x0f \x03(\x0b\x32\x16.fedraft.v1.PeerStatus\x12\x19\n\x11\x65\x66\x66\x65\x63tive_time_ms\x18\x10 \x01(\x04\x12\x17\n\x0fjournal_entries\x18\x11 \x01(\x04\x12\x16\n\x0esnapshot_index\x18\x12 \x01(\x04\x12\x0c\n\x04pool\x18\x13 \x01(\t\x12\x0e\n\x06voters\x18\x14 \x01(\r\"<\n\x0cWatchRequest\x12\x12\n\nfrom_index\x18\x01 \x01(\x04\x12\x18\n\x10include_barriers\x18\x02 \x01(\x08\"\x9f\x02\n\nWatchEvent\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0f\n\x07ordinal\x18\x02 \x01(\r\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x15\n\rauthor_key_id\x18\x04 \x01(\x0c\x12\x0e\n\x06\x61uthor\x18\x05 \x01(\t\x12\x13\n\x0b\x61uthor_pool\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\x0c\x12\x0c\n\x04\x63ode\x18\x08 \x01(\r\x12\x0f\n\x07message\x18\t \x01(\t\x12\"\n\x06result\x18\n \x01(\x0b\x32\x12.fedraft.v1.Result\x12\x14\n\x0cresult_known\x18\x0b \x01(\x08\x12\x12\n\nentry_last\x18\x0c \x01(\x08\x12\x10\n\x08progress\x18\x14 \x01(\x08\x12\x11\n\tserved_by\x18\x15 \x01(\t**\n\x0b\x43onsistency\x12\x10\n\x0cLINEARIZABLE\x10\x00\x12\t\n\x05STALE\x10\x01\x32\xc1\x02\n\nFederation\x12\x42\n\x07Propose\x12\x1a.fedraft.v1.ProposeRequest\x1a\x1b.fedraft.v1.ProposeResponse\x12\x36\n\x03Get\x12\x16.fedraft.v1.GetRequest\x1a\x17.fedraft.v1.GetResponse\x12\x39\n\x04List\x12\x17.fedraft.v1.ListRequest\x1a\x18.fedraft.v1.ListResponse\x12?\n\x06Status\x12\x19.fedraft.v1.StatusRequest\x1a\x1a.fedraft.v1.StatusResponse\x12;\n\x05Watch\x12\x18.fedraft.v1.WatchRequest\x1a\x16.fedraft.v1.WatchEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66\x65\x64raft/v1/api.proto\x12\nfedraft.v1\x1a\x18\x66\x65\x64raft/v1/catalog.proto\x1a\x18\x66\x65\x64raft/v1/entries.proto\x1a\x1b\x66\x65\x64raft/v1/governance.proto\x1a\x17\x66\x65\x64raft/v1/memory.proto\x1a\x1a\x66\x65\x64raft/v1/placement.proto\"E\n\x0eProposeRequest\x12%\n\tenvelopes\x18\x01 \x03(\x0b\x32\x12.fedraft.v1.Signed\x12\x0c\n\x04wait\x18\x02 \x01(\x08\"6\n\x0fProposeResponse\x12#\n\x07results\x18\x01 \x03(\x0b\x32\x12.fedraft.v1.Result\"G\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x17.fedraft.v1.Consistency\"\x8a\x01\n\x0bGetResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12*\n\x06record\x18\x02 \x01(\x0b\x32\x1a.fedraft.v1.RegistryRecord\x12\x15\n\rapplied_index\x18\x03 \x01(\x04\x12\x16\n\x0e\x61pplied_age_ms\x18\x04 \x01(\x04\x12\x11\n\tserved_by\x18\x05 \x01(\t\"\x82\x01\n\x0bListRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\r\x12,\n\x0b\x63onsistency\x18\x05 \x01(\x0e\x32\x17.fedraft.v1.Consistency\"\xda\x03\n\x0cListResponse\x12+\n\x07records\x18\x01 \x03(\x0b\x32\x1a.fedraft.v1.RegistryRecord\x12%\n\x05pools\x18\x02 \x03(\x0b\x32\x16.fedraft.v1.PoolRecord\x12-\n\tworkloads\x18\x03 \x03(\x0b\x32\x1a.fedraft.v1.WorkloadRecord\x12+\n\x08pairings\x18\x04 \x03(\x0b\x32\x19.fedraft.v1.PairingRecord\x12\x17\n\x0fnext_page_token\x18\x05 \x01(\t\x12\x15\n\rapplied_index\x18\x06 \x01(\x04\x12\x11\n\tserved_by\x18\x07 \x01(\t\x12*\n\x07\x63\x61talog\x18\x08 \x03(\x0b\x32\x19.fedraft.v1.CatalogRecord\x12*\n\x07pending\x18\x14 \x03(\x0b\x32\x19.fedraft.v1.PendingRecord\x12)\n\nprincipals\x18\x15 \x03(\x0b\x32\x15.fedraft.v1.Principal\x12(\n\x06policy\x18\x16 \x03(\x0b\x32\x18.fedraft.v1.PolicyRecord\x12*\n\x08memories\x18\x17 \x03(\x0b\x32\x18.fedraft.v1.MemoryRecord\"\'\n\rStatusRequest\x12\x16\n\x0einclude_digest\x18\x01 \x01(\x08\"Z\n\nPeerStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x17\n\x0flast_contact_ms\x18\x04 \x01(\x04\"\xb0\x03\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x11\n\tleader_id\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x04\x12\x15\n\rapplied_index\x18\x06 \x01(\x04\x12\x12\n\nhas_quorum\x18\x07 \x01(\x08\x12\x10\n\x08lockdown\x18\x08 \x01(\x08\x12\x12\n\ncluster_id\x18\t \x01(\x0c\x12\x14\n\x0cstate_digest\x18\n \x01(\x0c\x12\x12\n\nchain_head\x18\x0b \x01(\x0c\x12\x15\n\rdb_used_bytes\x18\x0c \x01(\x04\x12\x14\n\x0c\x64\x62_map_bytes\x18\r \x01(\x04\x12\x0f\n\x07version\x18\x0e \x01(\t\x12%\n\x05peers\x18\x0f \x03(\x0b\x32\x16.fedraft.v1.PeerStatus\x12\x19\n\x11\x65\x66\x66\x65\x63tive_time_ms\x18\x10 \x01(\x04\x12\x17\n\x0fjournal_entries\x18\x11 \x01(\x04\x12\x16\n\x0esnapshot_index\x18\x12 \x01(\x04\x12\x0c\n\x04pool\x18\x13 \x01(\t\x12\x0e\n\x06voters\x18\x14 \x01(\r\"<\n\x0cWatchRequest\x12\x12\n\nfrom_index\x18\x01 \x01(\x04\x12\x18\n\x10include_barriers\x18\x02 \x01(\x08\"\x9f\x02\n\nWatchEvent\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0f\n\x07ordinal\x18\x02 \x01(\r\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x15\n\rauthor_key_id\x18\x04 \x01(\x0c\x12\x0e\n\x06\x61uthor\x18\x05 \x01(\t\x12\x13\n\x0b\x61uthor_pool\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\x0c\x12\x0c\n\x04\x63ode\x18\x08 \x01(\r\x12\x0f\n\x07message\x18\t \x01(\t\x12\"\n\x06result\x18\n \x01(\x0b\x32\x12.fedraft.v1.Result\x12\x14\n\x0cresult_known\x18\x0b \x01(\x08\x12\x12\n\nentry_last\x18\x0c \x01(\x08\x12\x10\n\x08progress\x18\x14 \x01(\x08\x12\x11\n\tserved_by\x18\x15 \x01(\t**\n\x0b\x43onsistency\x12\x10\n\x0cLINEARIZABLE\x10\x00\x12\t\n\x05STALE\x10\x01\x32\xc1\x02\n\nFederation\x12\x42\n\x07Propose\x12\x1a.fedraft.v1.ProposeRequest\x1a\x1b.fedraft.v1.ProposeResponse\x12\x36\n\x03Get\x12\x16.fedraft.v1.GetRequest\x1a\x17.fedraft.v1.GetResponse\x12\x39\n\x04List\x12\x17.fedraft.v1.ListRequest\x1a\x18.fedraft.v1.ListResponse\x12?\n\x06Status\x12\x19.fedraft.v1.StatusRequest\x1a\x1a.fedraft.v1.StatusResponse\x12;\n\x05Watch\x12\x18.fedraft.v1.WatchRequest\x1a\x16.fedraft.v1.WatchEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedraft._proto.fedraft.v1.api_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONSISTENCY']._serialized_start=1972
-  _globals['_CONSISTENCY']._serialized_end=2014
-  _globals['_PROPOSEREQUEST']._serialized_start=145
-  _globals['_PROPOSEREQUEST']._serialized_end=214
-  _globals['_PROPOSERESPONSE']._serialized_start=216
-  _globals['_PROPOSERESPONSE']._serialized_end=270
-  _globals['_GETREQUEST']._serialized_start=272
-  _globals['_GETREQUEST']._serialized_end=343
-  _globals['_GETRESPONSE']._serialized_start=346
-  _globals['_GETRESPONSE']._serialized_end=484
-  _globals['_LISTREQUEST']._serialized_start=487
-  _globals['_LISTREQUEST']._serialized_end=617
-  _globals['_LISTRESPONSE']._serialized_start=620
-  _globals['_LISTRESPONSE']._serialized_end=1050
-  _globals['_STATUSREQUEST']._serialized_start=1052
-  _globals['_STATUSREQUEST']._serialized_end=1091
-  _globals['_PEERSTATUS']._serialized_start=1093
-  _globals['_PEERSTATUS']._serialized_end=1183
-  _globals['_STATUSRESPONSE']._serialized_start=1186
-  _globals['_STATUSRESPONSE']._serialized_end=1618
-  _globals['_WATCHREQUEST']._serialized_start=1620
-  _globals['_WATCHREQUEST']._serialized_end=1680
-  _globals['_WATCHEVENT']._serialized_start=1683
-  _globals['_WATCHEVENT']._serialized_end=1970
-  _globals['_FEDERATION']._serialized_start=2017
-  _globals['_FEDERATION']._serialized_end=2338
+  _globals['_CONSISTENCY']._serialized_start=2041
+  _globals['_CONSISTENCY']._serialized_end=2083
+  _globals['_PROPOSEREQUEST']._serialized_start=170
+  _globals['_PROPOSEREQUEST']._serialized_end=239
+  _globals['_PROPOSERESPONSE']._serialized_start=241
+  _globals['_PROPOSERESPONSE']._serialized_end=295
+  _globals['_GETREQUEST']._serialized_start=297
+  _globals['_GETREQUEST']._serialized_end=368
+  _globals['_GETRESPONSE']._serialized_start=371
+  _globals['_GETRESPONSE']._serialized_end=509
+  _globals['_LISTREQUEST']._serialized_start=512
+  _globals['_LISTREQUEST']._serialized_end=642
+  _globals['_LISTRESPONSE']._serialized_start=645
+  _globals['_LISTRESPONSE']._serialized_end=1119
+  _globals['_STATUSREQUEST']._serialized_start=1121
+  _globals['_STATUSREQUEST']._serialized_end=1160
+  _globals['_PEERSTATUS']._serialized_start=1162
+  _globals['_PEERSTATUS']._serialized_end=1252
+  _globals['_STATUSRESPONSE']._serialized_start=1255
+  _globals['_STATUSRESPONSE']._serialized_end=1687
+  _globals['_WATCHREQUEST']._serialized_start=1689
+  _globals['_WATCHREQUEST']._serialized_end=1749
+  _globals['_WATCHEVENT']._serialized_start=1752
+  _globals['_WATCHEVENT']._serialized_end=2039
+  _globals['_FEDERATION']._serialized_start=2086
+  _globals['_FEDERATION']._serialized_end=2407
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from fedraft._proto.fedraft.v1 import catalog_pb2 as _catalog_pb2
 from fedraft._proto.fedraft.v1 import entries_pb2 as _entries_pb2
 from fedraft._proto.fedraft.v1 import governance_pb2 as _governance_pb2
+from fedraft._proto.fedraft.v1 import memory_pb2 as _memory_pb2
 from fedraft._proto.fedraft.v1 import placement_pb2 as _placement_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -153,7 +154,7 @@ class ListRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     CONSISTENCY_FIELD_NUMBER: _builtins.int
     collection: _builtins.str
-    """registry, pools, workloads, pairings, catalog, pending, principals, policy"""
+    """registry, pools, workloads, pairings, catalog, pending, principals, policy, memories"""
     prefix: _builtins.str
     """only keys starting with this"""
     page_token: _builtins.str
@@ -193,6 +194,7 @@ class ListResponse(_message.Message):
     PENDING_FIELD_NUMBER: _builtins.int
     PRINCIPALS_FIELD_NUMBER: _builtins.int
     POLICY_FIELD_NUMBER: _builtins.int
+    MEMORIES_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """empty on the last page"""
     applied_index: _builtins.int
@@ -221,6 +223,10 @@ class ListResponse(_message.Message):
     def policy(self) -> _containers.RepeatedCompositeFieldContainer[_governance_pb2.PolicyRecord]:
         """one record once SetPolicy ran; none: the defaults hold"""
 
+    @_builtins.property
+    def memories(self) -> _containers.RepeatedCompositeFieldContainer[_memory_pb2.MemoryRecord]:
+        """metadata only (class, author, pools holding boxes)"""
+
     def __init__(
         self,
         *,
@@ -235,10 +241,11 @@ class ListResponse(_message.Message):
         pending: _abc.Iterable[_governance_pb2.PendingRecord] | None = ...,
         principals: _abc.Iterable[_entries_pb2.Principal] | None = ...,
         policy: _abc.Iterable[_governance_pb2.PolicyRecord] | None = ...,
+        memories: _abc.Iterable[_memory_pb2.MemoryRecord] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "catalog", b"catalog", "next_page_token", b"next_page_token", "pairings", b"pairings", "pending", b"pending", "policy", b"policy", "pools", b"pools", "principals", b"principals", "records", b"records", "served_by", b"served_by", "workloads", b"workloads"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "catalog", b"catalog", "memories", b"memories", "next_page_token", b"next_page_token", "pairings", b"pairings", "pending", b"pending", "policy", b"policy", "pools", b"pools", "principals", b"principals", "records", b"records", "served_by", b"served_by", "workloads", b"workloads"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

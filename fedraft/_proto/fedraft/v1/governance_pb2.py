@@ -22,61 +22,64 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from fedraft._proto.fedraft.v1 import memory_pb2 as fedraft_dot_v1_dot_memory__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x64raft/v1/governance.proto\x12\nfedraft.v1\"5\n\x07\x41pprove\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\x16\n\x0e\x63ommand_digest\x18\x02 \x01(\x0c\"+\n\tPairOffer\x12\x0f\n\x07to_pool\x18\x01 \x01(\t\x12\r\n\x05trust\x18\x02 \x01(\t\"\x1f\n\nPairAccept\x12\x11\n\tfrom_pool\x18\x01 \x01(\t\"L\n\x0c\x41\x64\x64Principal\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\"!\n\x0fRevokePrincipal\x12\x0e\n\x06key_id\x18\x01 \x01(\x0c\"3\n\tRotateKey\x12\x0e\n\x06key_id\x18\x01 \x01(\x0c\x12\x16\n\x0enew_public_key\x18\x02 \x01(\x0c\"T\n\x0cRegisterPool\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0c\n\x04tier\x18\x03 \x01(\t\x12\x18\n\x10\x61gent_public_key\x18\x04 \x01(\x0c\"\x1a\n\nRetirePool\x12\x0c\n\x04pool\x18\x01 \x01(\t\"9\n\x08SetTrust\x12\x0e\n\x06pool_a\x18\x01 \x01(\t\x12\x0e\n\x06pool_b\x18\x02 \x01(\t\x12\r\n\x05trust\x18\x03 \x01(\t\"(\n\x06Unpair\x12\x0e\n\x06pool_a\x18\x01 \x01(\t\x12\x0e\n\x06pool_b\x18\x02 \x01(\t\"+\n\rPolicySetting\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"8\n\tSetPolicy\x12+\n\x08settings\x18\x01 \x03(\x0b\x32\x19.fedraft.v1.PolicySetting\"\"\n\x0fSetApplyVersion\x12\x0f\n\x07version\x18\x01 \x01(\r\"B\n\x04Veto\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\x16\n\x0e\x63ommand_digest\x18\x02 \x01(\x0c\x12\x0e\n\x06reason\x18\x03 \x01(\t\"3\n\nBreakGlass\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\xa6\x05\n\x11GovernanceCommand\x12&\n\x07\x61pprove\x18\x01 \x01(\x0b\x32\x13.fedraft.v1.ApproveH\x00\x12+\n\npair_offer\x18\x02 \x01(\x0b\x32\x15.fedraft.v1.PairOfferH\x00\x12-\n\x0bpair_accept\x18\x03 \x01(\x0b\x32\x16.fedraft.v1.PairAcceptH\x00\x12\x31\n\radd_principal\x18\x14 \x01(\x0b\x32\x18.fedraft.v1.AddPrincipalH\x00\x12\x37\n\x10revoke_principal\x18\x15 \x01(\x0b\x32\x1b.fedraft.v1.RevokePrincipalH\x00\x12+\n\nrotate_key\x18\x16 \x01(\x0b\x32\x15.fedraft.v1.RotateKeyH\x00\x12\x31\n\rregister_pool\x18\x17 \x01(\x0b\x32\x18.fedraft.v1.RegisterPoolH\x00\x12-\n\x0bretire_pool\x18\x18 \x01(\x0b\x32\x16.fedraft.v1.RetirePoolH\x00\x12)\n\tset_trust\x18\x19 \x01(\x0b\x32\x14.fedraft.v1.SetTrustH\x00\x12$\n\x06unpair\x18\x1a \x01(\x0b\x32\x12.fedraft.v1.UnpairH\x00\x12+\n\nset_policy\x18\x1b \x01(\x0b\x32\x15.fedraft.v1.SetPolicyH\x00\x12\x38\n\x11set_apply_version\x18\x1c \x01(\x0b\x32\x1b.fedraft.v1.SetApplyVersionH\x00\x12 \n\x04veto\x18\x1d \x01(\x0b\x32\x10.fedraft.v1.VetoH\x00\x12-\n\x0b\x62reak_glass\x18\x1e \x01(\x0b\x32\x16.fedraft.v1.BreakGlassH\x00\x42\t\n\x07\x63ommand\"\xec\x01\n\x10GovernanceResult\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x10\n\x08\x61pproved\x18\x04 \x03(\t\x12\x13\n\x0bwaiting_for\x18\x05 \x03(\t\x12\x13\n\x0bresult_code\x18\x06 \x01(\r\x12\x16\n\x0eresult_message\x18\x07 \x01(\t\x12\x13\n\x0b\x62reak_glass\x18\x08 \x01(\x08\x12\x0f\n\x07\x65xcused\x18\t \x03(\t\x12\x16\n\x0e\x63ommand_digest\x18\n \x01(\x0c\x12\x12\n\nexpires_ms\x18\x0b \x01(\x04\"I\n\nVoteRecord\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\x0c\x12\r\n\x05index\x18\x03 \x01(\x04\x12\x0e\n\x06reason\x18\x04 \x01(\t\"(\n\x0b\x45xcusedPool\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0b\n\x03why\x18\x02 \x01(\t\"Y\n\x0eOverrideRecord\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0e\n\x06key_id\x18\x02 \x01(\x0c\x12(\n\x07\x65xcused\x18\x03 \x03(\x0b\x32\x17.fedraft.v1.ExcusedPool\"\xdb\x03\n\rPendingRecord\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t\x12\x16\n\x0e\x63ommand_digest\x18\x03 \x01(\x0c\x12\x10\n\x08\x65nvelope\x18\x04 \x01(\x0c\x12\x17\n\x0fproposer_key_id\x18\x05 \x01(\x0c\x12\x15\n\rproposer_pool\x18\x06 \x01(\t\x12\x15\n\rproposer_name\x18\x07 \x01(\t\x12\x15\n\rproposer_role\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\x0c\x12\x16\n\x0eproposed_index\x18\n \x01(\x04\x12\x13\n\x0bproposed_ms\x18\x0b \x01(\x04\x12\x12\n\nexpires_ms\x18\x0c \x01(\x04\x12\x14\n\x0cremoved_keys\x18\r \x03(\x0c\x12)\n\tapprovals\x18\x0e \x03(\x0b\x32\x16.fedraft.v1.VoteRecord\x12$\n\x04veto\x18\x0f \x01(\x0b\x32\x16.fedraft.v1.VoteRecord\x12\r\n\x05state\x18\x10 \x01(\t\x12\x14\n\x0c\x63losed_index\x18\x11 \x01(\x04\x12,\n\x08override\x18\x12 \x01(\x0b\x32\x1a.fedraft.v1.OverrideRecord\x12\x0e\n\x06result\x18\x13 \x01(\x0c\"?\n\rLatencyRecord\x12\x10\n\x08region_a\x18\x01 \x01(\t\x12\x10\n\x08region_b\x18\x02 \x01(\t\x12\n\n\x02ms\x18\x03 \x01(\r\"\xf5\x03\n\x0cPolicyRecord\x12\x14\n\x0cheartbeat_ms\x18\x01 \x01(\x04\x12\x19\n\x11missed_heartbeats\x18\x02 \x01(\r\x12\x15\n\rhysteresis_ms\x18\x03 \x01(\x04\x12\x18\n\x10return_window_ms\x18\x04 \x01(\x04\x12\x10\n\x08\x64rain_ms\x18\x05 \x01(\x04\x12\x1f\n\x17rebalance_threshold_pct\x18\x06 \x01(\r\x12\x1a\n\x12max_moves_per_tick\x18\x07 \x01(\r\x12\x18\n\x10tick_interval_ms\x18\x08 \x01(\x04\x12\x12\n\npreemption\x18\t \x01(\x08\x12\x1c\n\x14weight_free_capacity\x18\n \x01(\r\x12\x1f\n\x17weight_preferred_region\x18\x0b \x01(\r\x12\x1c\n\x14weight_data_locality\x18\x0c \x01(\r\x12\x16\n\x0eweight_latency\x18\r \x01(\r\x12\x18\n\x10weight_specialty\x18\x0e \x01(\r\x12\x15\n\rweight_spread\x18\x0f \x01(\r\x12,\n\tlatencies\x18\x10 \x03(\x0b\x32\x19.fedraft.v1.LatencyRecord\x12\x19\n\x11pending_expiry_ms\x18\x11 \x01(\x04\x12\x17\n\x0fmax_validity_ms\x18\x12 \x01(\x04\"b\n\rPairingRecord\x12\x0e\n\x06pool_a\x18\x01 \x01(\t\x12\x0e\n\x06pool_b\x18\x02 \x01(\t\x12\r\n\x05trust\x18\x03 \x01(\t\x12\x12\n\noffered_by\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x64raft/v1/governance.proto\x12\nfedraft.v1\x1a\x17\x66\x65\x64raft/v1/memory.proto\"5\n\x07\x41pprove\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\x16\n\x0e\x63ommand_digest\x18\x02 \x01(\x0c\"+\n\tPairOffer\x12\x0f\n\x07to_pool\x18\x01 \x01(\t\x12\r\n\x05trust\x18\x02 \x01(\t\"\x1f\n\nPairAccept\x12\x11\n\tfrom_pool\x18\x01 \x01(\t\"L\n\x0c\x41\x64\x64Principal\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\"!\n\x0fRevokePrincipal\x12\x0e\n\x06key_id\x18\x01 \x01(\x0c\"3\n\tRotateKey\x12\x0e\n\x06key_id\x18\x01 \x01(\x0c\x12\x16\n\x0enew_public_key\x18\x02 \x01(\x0c\"T\n\x0cRegisterPool\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0c\n\x04tier\x18\x03 \x01(\t\x12\x18\n\x10\x61gent_public_key\x18\x04 \x01(\x0c\"\x1a\n\nRetirePool\x12\x0c\n\x04pool\x18\x01 \x01(\t\"9\n\x08SetTrust\x12\x0e\n\x06pool_a\x18\x01 \x01(\t\x12\x0e\n\x06pool_b\x18\x02 \x01(\t\x12\r\n\x05trust\x18\x03 \x01(\t\"(\n\x06Unpair\x12\x0e\n\x06pool_a\x18\x01 \x01(\t\x12\x0e\n\x06pool_b\x18\x02 \x01(\t\"+\n\rPolicySetting\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"8\n\tSetPolicy\x12+\n\x08settings\x18\x01 \x03(\x0b\x32\x19.fedraft.v1.PolicySetting\"\"\n\x0fSetApplyVersion\x12\x0f\n\x07version\x18\x01 \x01(\r\"B\n\x04Veto\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\x16\n\x0e\x63ommand_digest\x18\x02 \x01(\x0c\x12\x0e\n\x06reason\x18\x03 \x01(\t\"3\n\nBreakGlass\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x86\x06\n\x11GovernanceCommand\x12&\n\x07\x61pprove\x18\x01 \x01(\x0b\x32\x13.fedraft.v1.ApproveH\x00\x12+\n\npair_offer\x18\x02 \x01(\x0b\x32\x15.fedraft.v1.PairOfferH\x00\x12-\n\x0bpair_accept\x18\x03 \x01(\x0b\x32\x16.fedraft.v1.PairAcceptH\x00\x12+\n\nput_memory\x18\x04 \x01(\x0b\x32\x15.fedraft.v1.PutMemoryH\x00\x12\x31\n\rdelete_memory\x18\x05 \x01(\x0b\x32\x18.fedraft.v1.DeleteMemoryH\x00\x12\x31\n\radd_principal\x18\x14 \x01(\x0b\x32\x18.fedraft.v1.AddPrincipalH\x00\x12\x37\n\x10revoke_principal\x18\x15 \x01(\x0b\x32\x1b.fedraft.v1.RevokePrincipalH\x00\x12+\n\nrotate_key\x18\x16 \x01(\x0b\x32\x15.fedraft.v1.RotateKeyH\x00\x12\x31\n\rregister_pool\x18\x17 \x01(\x0b\x32\x18.fedraft.v1.RegisterPoolH\x00\x12-\n\x0bretire_pool\x18\x18 \x01(\x0b\x32\x16.fedraft.v1.RetirePoolH\x00\x12)\n\tset_trust\x18\x19 \x01(\x0b\x32\x14.fedraft.v1.SetTrustH\x00\x12$\n\x06unpair\x18\x1a \x01(\x0b\x32\x12.fedraft.v1.UnpairH\x00\x12+\n\nset_policy\x18\x1b \x01(\x0b\x32\x15.fedraft.v1.SetPolicyH\x00\x12\x38\n\x11set_apply_version\x18\x1c \x01(\x0b\x32\x1b.fedraft.v1.SetApplyVersionH\x00\x12 \n\x04veto\x18\x1d \x01(\x0b\x32\x10.fedraft.v1.VetoH\x00\x12-\n\x0b\x62reak_glass\x18\x1e \x01(\x0b\x32\x16.fedraft.v1.BreakGlassH\x00\x42\t\n\x07\x63ommand\"\x96\x02\n\x10GovernanceResult\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x10\n\x08\x61pproved\x18\x04 \x03(\t\x12\x13\n\x0bwaiting_for\x18\x05 \x03(\t\x12\x13\n\x0bresult_code\x18\x06 \x01(\r\x12\x16\n\x0eresult_message\x18\x07 \x01(\t\x12\x13\n\x0b\x62reak_glass\x18\x08 \x01(\x08\x12\x0f\n\x07\x65xcused\x18\t \x03(\t\x12\x16\n\x0e\x63ommand_digest\x18\n \x01(\x0c\x12\x12\n\nexpires_ms\x18\x0b \x01(\x04\x12(\n\x06memory\x18\x0c \x01(\x0b\x32\x18.fedraft.v1.MemoryRecord\"I\n\nVoteRecord\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\x0c\x12\r\n\x05index\x18\x03 \x01(\x04\x12\x0e\n\x06reason\x18\x04 \x01(\t\"(\n\x0b\x45xcusedPool\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0b\n\x03why\x18\x02 \x01(\t\"Y\n\x0eOverrideRecord\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0e\n\x06key_id\x18\x02 \x01(\x0c\x12(\n\x07\x65xcused\x18\x03 \x03(\x0b\x32\x17.fedraft.v1.ExcusedPool\"\xdb\x03\n\rPendingRecord\x12\x12\n\npending_id\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t\x12\x16\n\x0e\x63ommand_digest\x18\x03 \x01(\x0c\x12\x10\n\x08\x65nvelope\x18\x04 \x01(\x0c\x12\x17\n\x0fproposer_key_id\x18\x05 \x01(\x0c\x12\x15\n\rproposer_pool\x18\x06 \x01(\t\x12\x15\n\rproposer_name\x18\x07 \x01(\t\x12\x15\n\rproposer_role\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\x0c\x12\x16\n\x0eproposed_index\x18\n \x01(\x04\x12\x13\n\x0bproposed_ms\x18\x0b \x01(\x04\x12\x12\n\nexpires_ms\x18\x0c \x01(\x04\x12\x14\n\x0cremoved_keys\x18\r \x03(\x0c\x12)\n\tapprovals\x18\x0e \x03(\x0b\x32\x16.fedraft.v1.VoteRecord\x12$\n\x04veto\x18\x0f \x01(\x0b\x32\x16.fedraft.v1.VoteRecord\x12\r\n\x05state\x18\x10 \x01(\t\x12\x14\n\x0c\x63losed_index\x18\x11 \x01(\x04\x12,\n\x08override\x18\x12 \x01(\x0b\x32\x1a.fedraft.v1.OverrideRecord\x12\x0e\n\x06result\x18\x13 \x01(\x0c\"?\n\rLatencyRecord\x12\x10\n\x08region_a\x18\x01 \x01(\t\x12\x10\n\x08region_b\x18\x02 \x01(\t\x12\n\n\x02ms\x18\x03 \x01(\r\"\xa8\x04\n\x0cPolicyRecord\x12\x14\n\x0cheartbeat_ms\x18\x01 \x01(\x04\x12\x19\n\x11missed_heartbeats\x18\x02 \x01(\r\x12\x15\n\rhysteresis_ms\x18\x03 \x01(\x04\x12\x18\n\x10return_window_ms\x18\x04 \x01(\x04\x12\x10\n\x08\x64rain_ms\x18\x05 \x01(\x04\x12\x1f\n\x17rebalance_threshold_pct\x18\x06 \x01(\r\x12\x1a\n\x12max_moves_per_tick\x18\x07 \x01(\r\x12\x18\n\x10tick_interval_ms\x18\x08 \x01(\x04\x12\x12\n\npreemption\x18\t \x01(\x08\x12\x1c\n\x14weight_free_capacity\x18\n \x01(\r\x12\x1f\n\x17weight_preferred_region\x18\x0b \x01(\r\x12\x1c\n\x14weight_data_locality\x18\x0c \x01(\r\x12\x16\n\x0eweight_latency\x18\r \x01(\r\x12\x18\n\x10weight_specialty\x18\x0e \x01(\r\x12\x15\n\rweight_spread\x18\x0f \x01(\r\x12,\n\tlatencies\x18\x10 \x03(\x0b\x32\x19.fedraft.v1.LatencyRecord\x12\x19\n\x11pending_expiry_ms\x18\x11 \x01(\x04\x12\x17\n\x0fmax_validity_ms\x18\x12 \x01(\x04\x12\x31\n\x0c\x64\x61ta_classes\x18\x13 \x03(\x0b\x32\x1b.fedraft.v1.DataClassRecord\".\n\x0f\x44\x61taClassRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\t\"b\n\rPairingRecord\x12\x0e\n\x06pool_a\x18\x01 \x01(\t\x12\x0e\n\x06pool_b\x18\x02 \x01(\t\x12\r\n\x05trust\x18\x03 \x01(\t\x12\x12\n\noffered_by\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedraft._proto.fedraft.v1.governance_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_APPROVE']._serialized_start=43
-  _globals['_APPROVE']._serialized_end=96
-  _globals['_PAIROFFER']._serialized_start=98
-  _globals['_PAIROFFER']._serialized_end=141
-  _globals['_PAIRACCEPT']._serialized_start=143
-  _globals['_PAIRACCEPT']._serialized_end=174
-  _globals['_ADDPRINCIPAL']._serialized_start=176
-  _globals['_ADDPRINCIPAL']._serialized_end=252
-  _globals['_REVOKEPRINCIPAL']._serialized_start=254
-  _globals['_REVOKEPRINCIPAL']._serialized_end=287
-  _globals['_ROTATEKEY']._serialized_start=289
-  _globals['_ROTATEKEY']._serialized_end=340
-  _globals['_REGISTERPOOL']._serialized_start=342
-  _globals['_REGISTERPOOL']._serialized_end=426
-  _globals['_RETIREPOOL']._serialized_start=428
-  _globals['_RETIREPOOL']._serialized_end=454
-  _globals['_SETTRUST']._serialized_start=456
-  _globals['_SETTRUST']._serialized_end=513
-  _globals['_UNPAIR']._serialized_start=515
-  _globals['_UNPAIR']._serialized_end=555
-  _globals['_POLICYSETTING']._serialized_start=557
-  _globals['_POLICYSETTING']._serialized_end=600
-  _globals['_SETPOLICY']._serialized_start=602
-  _globals['_SETPOLICY']._serialized_end=658
-  _globals['_SETAPPLYVERSION']._serialized_start=660
-  _globals['_SETAPPLYVERSION']._serialized_end=694
-  _globals['_VETO']._serialized_start=696
-  _globals['_VETO']._serialized_end=762
-  _globals['_BREAKGLASS']._serialized_start=764
-  _globals['_BREAKGLASS']._serialized_end=815
-  _globals['_GOVERNANCECOMMAND']._serialized_start=818
-  _globals['_GOVERNANCECOMMAND']._serialized_end=1496
-  _globals['_GOVERNANCERESULT']._serialized_start=1499
-  _globals['_GOVERNANCERESULT']._serialized_end=1735
-  _globals['_VOTERECORD']._serialized_start=1737
-  _globals['_VOTERECORD']._serialized_end=1810
-  _globals['_EXCUSEDPOOL']._serialized_start=1812
-  _globals['_EXCUSEDPOOL']._serialized_end=1852
-  _globals['_OVERRIDERECORD']._serialized_start=1854
-  _globals['_OVERRIDERECORD']._serialized_end=1943
-  _globals['_PENDINGRECORD']._serialized_start=1946
-  _globals['_PENDINGRECORD']._serialized_end=2421
-  _globals['_LATENCYRECORD']._serialized_start=2423
-  _globals['_LATENCYRECORD']._serialized_end=2486
-  _globals['_POLICYRECORD']._serialized_start=2489
-  _globals['_POLICYRECORD']._serialized_end=2990
-  _globals['_PAIRINGRECORD']._serialized_start=2992
-  _globals['_PAIRINGRECORD']._serialized_end=3090
+  _globals['_APPROVE']._serialized_start=68
+  _globals['_APPROVE']._serialized_end=121
+  _globals['_PAIROFFER']._serialized_start=123
+  _globals['_PAIROFFER']._serialized_end=166
+  _globals['_PAIRACCEPT']._serialized_start=168
+  _globals['_PAIRACCEPT']._serialized_end=199
+  _globals['_ADDPRINCIPAL']._serialized_start=201
+  _globals['_ADDPRINCIPAL']._serialized_end=277
+  _globals['_REVOKEPRINCIPAL']._serialized_start=279
+  _globals['_REVOKEPRINCIPAL']._serialized_end=312
+  _globals['_ROTATEKEY']._serialized_start=314
+  _globals['_ROTATEKEY']._serialized_end=365
+  _globals['_REGISTERPOOL']._serialized_start=367
+  _globals['_REGISTERPOOL']._serialized_end=451
+  _globals['_RETIREPOOL']._serialized_start=453
+  _globals['_RETIREPOOL']._serialized_end=479
+  _globals['_SETTRUST']._serialized_start=481
+  _globals['_SETTRUST']._serialized_end=538
+  _globals['_UNPAIR']._serialized_start=540
+  _globals['_UNPAIR']._serialized_end=580
+  _globals['_POLICYSETTING']._serialized_start=582
+  _globals['_POLICYSETTING']._serialized_end=625
+  _globals['_SETPOLICY']._serialized_start=627
+  _globals['_SETPOLICY']._serialized_end=683
+  _globals['_SETAPPLYVERSION']._serialized_start=685
+  _globals['_SETAPPLYVERSION']._serialized_end=719
+  _globals['_VETO']._serialized_start=721
+  _globals['_VETO']._serialized_end=787
+  _globals['_BREAKGLASS']._serialized_start=789
+  _globals['_BREAKGLASS']._serialized_end=840
+  _globals['_GOVERNANCECOMMAND']._serialized_start=843
+  _globals['_GOVERNANCECOMMAND']._serialized_end=1617
+  _globals['_GOVERNANCERESULT']._serialized_start=1620
+  _globals['_GOVERNANCERESULT']._serialized_end=1898
+  _globals['_VOTERECORD']._serialized_start=1900
+  _globals['_VOTERECORD']._serialized_end=1973
+  _globals['_EXCUSEDPOOL']._serialized_start=1975
+  _globals['_EXCUSEDPOOL']._serialized_end=2015
+  _globals['_OVERRIDERECORD']._serialized_start=2017
+  _globals['_OVERRIDERECORD']._serialized_end=2106
+  _globals['_PENDINGRECORD']._serialized_start=2109
+  _globals['_PENDINGRECORD']._serialized_end=2584
+  _globals['_LATENCYRECORD']._serialized_start=2586
+  _globals['_LATENCYRECORD']._serialized_end=2649
+  _globals['_POLICYRECORD']._serialized_start=2652
+  _globals['_POLICYRECORD']._serialized_end=3204
+  _globals['_DATACLASSRECORD']._serialized_start=3206
+  _globals['_DATACLASSRECORD']._serialized_end=3252
+  _globals['_PAIRINGRECORD']._serialized_start=3254
+  _globals['_PAIRINGRECORD']._serialized_end=3352
 # @@protoc_insertion_point(module_scope)

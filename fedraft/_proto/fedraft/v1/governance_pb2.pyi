@@ -6,6 +6,7 @@ Governance commands and results: principals, pools, pairing and trust, critical 
 """
 
 from collections import abc as _abc
+from fedraft._proto.fedraft.v1 import memory_pb2 as _memory_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -386,6 +387,8 @@ class GovernanceCommand(_message.Message):
     APPROVE_FIELD_NUMBER: _builtins.int
     PAIR_OFFER_FIELD_NUMBER: _builtins.int
     PAIR_ACCEPT_FIELD_NUMBER: _builtins.int
+    PUT_MEMORY_FIELD_NUMBER: _builtins.int
+    DELETE_MEMORY_FIELD_NUMBER: _builtins.int
     ADD_PRINCIPAL_FIELD_NUMBER: _builtins.int
     REVOKE_PRINCIPAL_FIELD_NUMBER: _builtins.int
     ROTATE_KEY_FIELD_NUMBER: _builtins.int
@@ -403,6 +406,12 @@ class GovernanceCommand(_message.Message):
     def pair_offer(self) -> Global___PairOffer: ...
     @_builtins.property
     def pair_accept(self) -> Global___PairAccept: ...
+    @_builtins.property
+    def put_memory(self) -> _memory_pb2.PutMemory:
+        """memories (memory.proto): not critical; submitter+ of the memory's pool"""
+
+    @_builtins.property
+    def delete_memory(self) -> _memory_pb2.DeleteMemory: ...
     @_builtins.property
     def add_principal(self) -> Global___AddPrincipal: ...
     @_builtins.property
@@ -431,6 +440,8 @@ class GovernanceCommand(_message.Message):
         approve: Global___Approve | None = ...,
         pair_offer: Global___PairOffer | None = ...,
         pair_accept: Global___PairAccept | None = ...,
+        put_memory: _memory_pb2.PutMemory | None = ...,
+        delete_memory: _memory_pb2.DeleteMemory | None = ...,
         add_principal: Global___AddPrincipal | None = ...,
         revoke_principal: Global___RevokePrincipal | None = ...,
         rotate_key: Global___RotateKey | None = ...,
@@ -443,11 +454,11 @@ class GovernanceCommand(_message.Message):
         veto: Global___Veto | None = ...,
         break_glass: Global___BreakGlass | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["add_principal", b"add_principal", "approve", b"approve", "break_glass", b"break_glass", "command", b"command", "pair_accept", b"pair_accept", "pair_offer", b"pair_offer", "register_pool", b"register_pool", "retire_pool", b"retire_pool", "revoke_principal", b"revoke_principal", "rotate_key", b"rotate_key", "set_apply_version", b"set_apply_version", "set_policy", b"set_policy", "set_trust", b"set_trust", "unpair", b"unpair", "veto", b"veto"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["add_principal", b"add_principal", "approve", b"approve", "break_glass", b"break_glass", "command", b"command", "delete_memory", b"delete_memory", "pair_accept", b"pair_accept", "pair_offer", b"pair_offer", "put_memory", b"put_memory", "register_pool", b"register_pool", "retire_pool", b"retire_pool", "revoke_principal", b"revoke_principal", "rotate_key", b"rotate_key", "set_apply_version", b"set_apply_version", "set_policy", b"set_policy", "set_trust", b"set_trust", "unpair", b"unpair", "veto", b"veto"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_principal", b"add_principal", "approve", b"approve", "break_glass", b"break_glass", "command", b"command", "pair_accept", b"pair_accept", "pair_offer", b"pair_offer", "register_pool", b"register_pool", "retire_pool", b"retire_pool", "revoke_principal", b"revoke_principal", "rotate_key", b"rotate_key", "set_apply_version", b"set_apply_version", "set_policy", b"set_policy", "set_trust", b"set_trust", "unpair", b"unpair", "veto", b"veto"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_principal", b"add_principal", "approve", b"approve", "break_glass", b"break_glass", "command", b"command", "delete_memory", b"delete_memory", "pair_accept", b"pair_accept", "pair_offer", b"pair_offer", "put_memory", b"put_memory", "register_pool", b"register_pool", "retire_pool", b"retire_pool", "revoke_principal", b"revoke_principal", "rotate_key", b"rotate_key", "set_apply_version", b"set_apply_version", "set_policy", b"set_policy", "set_trust", b"set_trust", "unpair", b"unpair", "veto", b"veto"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["approve", "pair_offer", "pair_accept", "add_principal", "revoke_principal", "rotate_key", "register_pool", "retire_pool", "set_trust", "unpair", "set_policy", "set_apply_version", "veto", "break_glass"]  # noqa: Y015
+    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["approve", "pair_offer", "pair_accept", "put_memory", "delete_memory", "add_principal", "revoke_principal", "rotate_key", "register_pool", "retire_pool", "set_trust", "unpair", "set_policy", "set_apply_version", "veto", "break_glass"]  # noqa: Y015
     _WhichOneofArgType_command: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_command) -> _WhichOneofReturnType_command | None: ...
 
@@ -468,6 +479,7 @@ class GovernanceResult(_message.Message):
     EXCUSED_FIELD_NUMBER: _builtins.int
     COMMAND_DIGEST_FIELD_NUMBER: _builtins.int
     EXPIRES_MS_FIELD_NUMBER: _builtins.int
+    MEMORY_FIELD_NUMBER: _builtins.int
     pending_id: _builtins.bytes
     state: _builtins.str
     """pending, executed, vetoed, expired; for pairings: offered, active"""
@@ -492,6 +504,10 @@ class GovernanceResult(_message.Message):
     def excused(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """"pool: why", for a break-glass execution"""
 
+    @_builtins.property
+    def memory(self) -> _memory_pb2.MemoryRecord:
+        """PutMemory: the stored record"""
+
     def __init__(
         self,
         *,
@@ -506,10 +522,11 @@ class GovernanceResult(_message.Message):
         excused: _abc.Iterable[_builtins.str] | None = ...,
         command_digest: _builtins.bytes = ...,
         expires_ms: _builtins.int = ...,
+        memory: _memory_pb2.MemoryRecord | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["memory", b"memory"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "break_glass", b"break_glass", "command", b"command", "command_digest", b"command_digest", "excused", b"excused", "expires_ms", b"expires_ms", "pending_id", b"pending_id", "result_code", b"result_code", "result_message", b"result_message", "state", b"state", "waiting_for", b"waiting_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "break_glass", b"break_glass", "command", b"command", "command_digest", b"command_digest", "excused", b"excused", "expires_ms", b"expires_ms", "memory", b"memory", "pending_id", b"pending_id", "result_code", b"result_code", "result_message", b"result_message", "state", b"state", "waiting_for", b"waiting_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -728,6 +745,7 @@ class PolicyRecord(_message.Message):
     LATENCIES_FIELD_NUMBER: _builtins.int
     PENDING_EXPIRY_MS_FIELD_NUMBER: _builtins.int
     MAX_VALIDITY_MS_FIELD_NUMBER: _builtins.int
+    DATA_CLASSES_FIELD_NUMBER: _builtins.int
     heartbeat_ms: _builtins.int
     missed_heartbeats: _builtins.int
     hysteresis_ms: _builtins.int
@@ -747,6 +765,10 @@ class PolicyRecord(_message.Message):
     max_validity_ms: _builtins.int
     @_builtins.property
     def latencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___LatencyRecord]: ...
+    @_builtins.property
+    def data_classes(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataClassRecord]:
+        """Data classes of memories; absent: the defaults (public standard, internal high, secret max)."""
+
     def __init__(
         self,
         *,
@@ -768,14 +790,38 @@ class PolicyRecord(_message.Message):
         latencies: _abc.Iterable[Global___LatencyRecord] | None = ...,
         pending_expiry_ms: _builtins.int = ...,
         max_validity_ms: _builtins.int = ...,
+        data_classes: _abc.Iterable[Global___DataClassRecord] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["drain_ms", b"drain_ms", "heartbeat_ms", b"heartbeat_ms", "hysteresis_ms", b"hysteresis_ms", "latencies", b"latencies", "max_moves_per_tick", b"max_moves_per_tick", "max_validity_ms", b"max_validity_ms", "missed_heartbeats", b"missed_heartbeats", "pending_expiry_ms", b"pending_expiry_ms", "preemption", b"preemption", "rebalance_threshold_pct", b"rebalance_threshold_pct", "return_window_ms", b"return_window_ms", "tick_interval_ms", b"tick_interval_ms", "weight_data_locality", b"weight_data_locality", "weight_free_capacity", b"weight_free_capacity", "weight_latency", b"weight_latency", "weight_preferred_region", b"weight_preferred_region", "weight_specialty", b"weight_specialty", "weight_spread", b"weight_spread"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_classes", b"data_classes", "drain_ms", b"drain_ms", "heartbeat_ms", b"heartbeat_ms", "hysteresis_ms", b"hysteresis_ms", "latencies", b"latencies", "max_moves_per_tick", b"max_moves_per_tick", "max_validity_ms", b"max_validity_ms", "missed_heartbeats", b"missed_heartbeats", "pending_expiry_ms", b"pending_expiry_ms", "preemption", b"preemption", "rebalance_threshold_pct", b"rebalance_threshold_pct", "return_window_ms", b"return_window_ms", "tick_interval_ms", b"tick_interval_ms", "weight_data_locality", b"weight_data_locality", "weight_free_capacity", b"weight_free_capacity", "weight_latency", b"weight_latency", "weight_preferred_region", b"weight_preferred_region", "weight_specialty", b"weight_specialty", "weight_spread", b"weight_spread"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PolicyRecord: _TypeAlias = PolicyRecord  # noqa: Y015
+
+@_typing.final
+class DataClassRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    level: _builtins.str
+    """standard, high, max"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        level: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["level", b"level", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataClassRecord: _TypeAlias = DataClassRecord  # noqa: Y015
 
 @_typing.final
 class PairingRecord(_message.Message):
