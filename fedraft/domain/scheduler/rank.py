@@ -15,7 +15,6 @@ Every part is 0..100 and the total is the weighted sum, so the explanation can s
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Set
-from heapq import heappop, heappush
 
 from fedraft.domain.placement.model import Weights
 from fedraft.domain.scheduler.feasible import Request
@@ -67,17 +66,25 @@ class Scorer:
         self.req = req
         self.weights = weight_vector(weights)
         self._static: dict[tuple[str, str], tuple[int, int, int]] = {}
+        self._replicas = view.replica_pools(req.spec.model) if req.spec.model else frozenset()
 
     def parts(self, pool_id: str) -> tuple[int, ...]:
-        pool = self.view.capacity(pool_id).pool
+        """The six parts, as free_capacity, preferred_region, data_locality, latency, specialty and
+        spread compute them (inlined: the explanation asks for them pool by pool)."""
+        cap = self.view.capacity(pool_id)
+        pool = cap.pool
         region, region_latency, tier = self._fixed(pool.region, pool.tier)
+        if self.req.gpu_work:
+            total, free, want = cap.total_units, cap.free_units, self.req.spec.gpus
+        else:
+            total, free, want = cap.cpu_total, cap.cpu_free, self.req.spec.cpu_millis
         return (
-            free_capacity(self.view, self.req, pool_id),
+            max(0, free - want) * 100 // total if total > 0 else 0,
             region,
-            data_locality(self.view, self.req, pool_id),
+            100 if pool_id in self._replicas else 0,
             region_latency,
             tier,
-            spread(self.view, self.req, pool_id),
+            100 // (1 + self.view.submitter_count(self.req.submitter, pool_id)),
         )
 
     def total(self, pool_id: str) -> int:
@@ -101,13 +108,12 @@ class Scorer:
     def ranked(self, ids: Set[str]) -> Iterator[tuple[int, list[str]]]:
         """`ids` in groups of equal total, best total first, each total once, computed lazily.
 
-        The view keeps pools bucketed by shape (region, tier, free capacity). In a GPU shape only
-        spread varies, so its pools are scored in bulk, one set per count of the submitter's workloads
-        there, fewest first (best first); CPU shapes are scored pool by pool when opened. A heap holds
-        exact groups and not-yet-scored work keyed by the best total it can still give (a bucket: spread
-        100, and for CPU work the free part before this placement; a GPU bucket's next count: exact).
-        At equal keys unscored work comes first, so a total is yielded only once nothing unseen can
-        still tie with or beat it. Member order inside a group is unspecified: callers sort.
+        The view keeps pools bucketed by shape (region, tier, free capacity). A bucket's bound is the
+        best total any of its pools can have (spread 100, and for CPU work the free part before this
+        placement). In a GPU shape only spread varies, so its pools are scored in bulk, one set per
+        count of the submitter's workloads there; CPU shapes are scored pool by pool. A total is
+        yielded only once every bucket whose bound reaches it has been scored, so nothing unseen can
+        still tie with or beat it.
         """
         view, req = self.view, self.req
         w_free, _, w_locality, _, _, w_spread = self.weights
@@ -115,12 +121,13 @@ class Scorer:
         replicas = view.replica_pools(req.spec.model) if req.spec.model and w_locality else frozenset()
         mine = view.submitter_pools(req.submitter) if w_spread else set()
         counts = view.submitter_counts(req.submitter)
-        levels = sorted(view.submitter_levels(req.submitter).items()) if w_spread else []
+        levels = view.submitter_levels(req.submitter) if w_spread else {}
         want = req.spec.cpu_millis
         capacity = view.capacity
+        buckets: list[tuple[int, Shape, bool, set[str]]] = []
         shapes = view.shapes(gpu_work)
-        inside_shapes: Iterable[tuple[Shape, Set[str]]]
-        if len(ids) < len(shapes):          # few pools: group them by shape rather than cut every shape
+        inside_shapes: Iterable[tuple[Shape, set[str]]]
+        if len(ids) < len(shapes):   # few pools (a preemption's candidates): group them rather than cut every shape
             grouped: dict[Shape, set[str]] = {}
             for pool_id in ids:
                 cap = capacity(pool_id)
@@ -130,15 +137,7 @@ class Scorer:
             inside_shapes = grouped.items()
         else:
             inside_shapes = ((shape, members & ids) for shape, members in shapes.items())
-        heap: list[tuple[int, bool, int, _Entry]] = []   # (-key, exact, seq, data): unscored work first at a key
-        seq = 0
-
-        def push(key: int, exact: bool, data: _Entry) -> None:
-            nonlocal seq
-            seq += 1
-            heappush(heap, (-key, exact, seq, data))
-
-        for shape, inside in inside_shapes:  # the heap orders them: iteration order cannot matter
+        for shape, inside in inside_shapes:  # sorted below: order cannot matter
             if not inside:
                 continue
             region, tier, a, b = shape
@@ -147,79 +146,37 @@ class Scorer:
             if replicas:
                 near = inside & replicas
                 if near:
-                    push(bound + w_locality * 100, False, _Bucket(shape, True, near))
-                    inside = inside - near
+                    buckets.append((bound + w_locality * 100, shape, True, near))
+                    inside -= near
             if inside:
-                push(bound, False, _Bucket(shape, False, inside))
-        while heap:
-            negative, exact, _, data = heap[0]
-            if exact:
-                group: list[str] = []
-                while heap and heap[0][0] == negative:  # only exact groups are left at this key
-                    found = heappop(heap)[3]
-                    assert isinstance(found, tuple)
-                    group.extend(found)
-                yield -negative, group
-                continue
-            heappop(heap)
-            if isinstance(data, _Bucket):
-                (region, tier, _, _), has_replica, members = data.shape, data.has_replica, data.members
+                buckets.append((bound, shape, False, inside))
+        buckets.sort(key=lambda b: (-b[0], b[1], b[2]))
+        pending: dict[int, list[str]] = {}
+        i = 0
+        while True:
+            while i < len(buckets) and (not pending or buckets[i][0] >= max(pending)):
+                bound, (region, tier, _, _), has_replica, members = buckets[i]
+                i += 1
                 if gpu_work:
                     # Free part exact per shape: only spread varies, by how much the submitter runs there.
                     plain = members - mine if mine else members
                     if plain:
-                        push(-negative, True, tuple(plain))
-                    rest = len(members) - len(plain)
-                    if rest and levels:
-                        base = -negative - w_spread * 100
-                        if rest > len(levels):   # many pools: one set operation per count, when needed
-                            push(base + w_spread * (100 // (1 + levels[0][0])), False, _Level(members, 0, base))
-                            continue
-                        by_total: dict[int, list[str]] = {}   # few: look each one's count up
-                        for pool_id in members:
-                            n = counts.get(pool_id, 0)
-                            if n:
-                                by_total.setdefault(base + w_spread * (100 // (1 + n)), []).append(pool_id)
-                        for total, at_total in by_total.items():
-                            push(total, True, tuple(at_total))
+                        pending.setdefault(bound, []).extend(plain)
+                    if len(plain) < len(members):
+                        for count, at in sorted(levels.items()):
+                            hit = members & at
+                            if hit:
+                                total = bound - w_spread * 100 + w_spread * (100 // (1 + count))
+                                pending.setdefault(total, []).extend(hit)
                     continue
                 fixed = self._base(region, tier) + (w_locality * 100 if has_replica else 0)
-                scored: dict[int, list[str]] = {}
                 for pool_id in members:
                     cap = capacity(pool_id)
                     total = fixed + w_spread * (100 // (1 + counts.get(pool_id, 0)))
                     if cap.cpu_total > 0 and cap.cpu_free > want:
                         total += w_free * ((cap.cpu_free - want) * 100 // cap.cpu_total)
-                    scored.setdefault(total, []).append(pool_id)
-                for total, pools in scored.items():
-                    push(total, True, tuple(pools))
-                continue
-            assert isinstance(data, _Level)              # a GPU bucket's pools at the next count
-            at = data.at
-            hit = data.members & levels[at][1]
-            if hit:
-                push(-negative, True, tuple(hit))
-            if at + 1 < len(levels):
-                push(data.base + w_spread * (100 // (1 + levels[at + 1][0])), False, _Level(data.members, at + 1,
-                                                                                              data.base))
-
-
-class _Bucket:
-    """Pools of one shape (and replica holding) not scored yet."""
-
-    __slots__ = ("has_replica", "members", "shape")
-
-    def __init__(self, shape: Shape, has_replica: bool, members: Set[str]) -> None:
-        self.shape, self.has_replica, self.members = shape, has_replica, members
-
-
-class _Level:
-    """A GPU bucket's pools where the submitter runs `levels[at]` workloads, not intersected yet."""
-
-    __slots__ = ("at", "base", "members")
-
-    def __init__(self, members: Set[str], at: int, base: int) -> None:
-        self.members, self.at, self.base = members, at, base
-
-
-_Entry = tuple[str, ...] | _Bucket | _Level
+                    pending.setdefault(total, []).append(pool_id)
+            if not pending:
+                return
+            top = max(pending)
+            yield top, pending.pop(top)

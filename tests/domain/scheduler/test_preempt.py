@@ -31,7 +31,7 @@ from fedraft.domain.placement.model import (
     Workload,
     WorkloadSpec,
 )
-from fedraft.domain.scheduler import FederationView, place
+from fedraft.domain.scheduler import FederationView, place, rank
 from fedraft.domain.scheduler.feasible import Fit, Request, narrow
 from fedraft.domain.scheduler.preempt import Eviction, find_eviction
 from fedraft.domain.scheduler.rank import Scorer
@@ -172,6 +172,13 @@ def _both(view: FederationView, w: Workload, policy: Policy, index: int,
     req = Request.of(view, w, policy, frozenset())
     eligible, _ = narrow(view, req)
     scorer = Scorer(view, req, policy.weights)
+    for pool_id in sorted(eligible):  # the inlined parts are the table's functions
+        pool = view.pool(pool_id)
+        assert pool is not None
+        assert scorer.parts(pool_id) == (
+            rank.free_capacity(view, req, pool_id), rank.preferred_region(req, pool.region),
+            rank.data_locality(view, req, pool_id), rank.latency(req, pool.region), rank.specialty(req, pool.tier),
+            rank.spread(view, req, pool_id))
     fast = find_eviction(view, req, eligible, scorer, index=index, request_id=request_id)
     plain = reference_find_eviction(view, req, eligible, scorer, index=index, request_id=request_id)
     return fast, plain
