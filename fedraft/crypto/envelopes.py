@@ -19,7 +19,9 @@ from fedraft.errors import DecodeError
 from fedraft.wire.commands import command_to_pb
 
 REQUEST_ID_LEN = 16
-MAX_ENVELOPE_BYTES = 16 * 1024
+# The largest command is PutMemory: its sealed values total at most 512 KiB (decision 0009); a log entry
+# (1 MiB) always holds one envelope.
+MAX_ENVELOPE_BYTES = 640 * 1024
 
 
 def new_request_id() -> bytes:

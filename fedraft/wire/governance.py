@@ -1,7 +1,8 @@
 """Wire forms of the governance area (proto/fedraft/v1/governance.proto): commands and stored records.
 
 FROM_PB maps the name of a field of `GovernanceCommand`'s oneof to a decoder; TO_PB maps a domain
-command class to an encoder filling `envelope.governance`.
+command class to an encoder filling `envelope.governance`. Memory commands (wire/memory.py) travel in
+the same oneof and are merged in.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from fedraft.domain.commands import Command
 from fedraft.domain.governance import approvals as ap
 from fedraft.domain.governance import commands as gc
 from fedraft.domain.governance.pairing import Pairing
-from fedraft.domain.governance.policy import GovernancePolicy
+from fedraft.domain.governance.policy import DEFAULT_DATA_CLASSES, DataClass, GovernancePolicy
 from fedraft.domain.placement.model import Latency, Policy, Trust, Weights
 from fedraft.domain.roles import Role
 from fedraft.errors import DecodeError
+from fedraft.wire import memory
 
 
 def _trust(text: str) -> Trust:
@@ -65,6 +67,7 @@ FROM_PB: dict[str, Callable[[pb.Envelope], Command]] = {
                                 env.governance.veto.reason),
     "break_glass": lambda env: gc.BreakGlass(bytes(env.governance.break_glass.pending_id),
                                              bytes(env.governance.break_glass.signature)),
+    **memory.FROM_PB,
 }
 
 
@@ -106,7 +109,7 @@ def _to(cmd: Command, env: pb.Envelope) -> None:
 
 TO_PB: dict[type[Command], Callable[[Command, pb.Envelope], None]] = {
     cls: _to for cls in (gc.PairOffer, gc.PairAccept, *gc.CRITICAL_COMMANDS, *gc.VOTES)
-}
+} | memory.TO_PB
 
 
 # ---- stored records ----
@@ -175,7 +178,10 @@ def policy_to_pb(policy: GovernancePolicy) -> gpb.PolicyRecord:
         weight_spread=w.spread,
         latencies=[gpb.LatencyRecord(region_a=lat.region_a, region_b=lat.region_b, ms=lat.ms)
                    for lat in p.latencies],
-        pending_expiry_ms=policy.pending_expiry_ms, max_validity_ms=policy.max_validity_ms)
+        pending_expiry_ms=policy.pending_expiry_ms, max_validity_ms=policy.max_validity_ms,
+        # Written only once they differ from the defaults: a record from before data classes reads the same.
+        data_classes=([gpb.DataClassRecord(name=dc.name, level=dc.level.label) for dc in policy.data_classes]
+                      if policy.data_classes != DEFAULT_DATA_CLASSES else []))
 
 
 def policy_from_pb(r: gpb.PolicyRecord) -> GovernancePolicy:
@@ -186,4 +192,5 @@ def policy_from_pb(r: gpb.PolicyRecord) -> GovernancePolicy:
                        rebalance_threshold_pct=r.rebalance_threshold_pct, max_moves_per_tick=r.max_moves_per_tick,
                        tick_interval_ms=r.tick_interval_ms, preemption=r.preemption, weights=weights,
                        latencies=tuple(Latency(lat.region_a, lat.region_b, lat.ms) for lat in r.latencies))
-    return GovernancePolicy(placement, r.pending_expiry_ms, r.max_validity_ms)
+    classes = tuple(sorted(DataClass(dc.name, _trust(dc.level)) for dc in r.data_classes))
+    return GovernancePolicy(placement, r.pending_expiry_ms, r.max_validity_ms, classes or DEFAULT_DATA_CLASSES)

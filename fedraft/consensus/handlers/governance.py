@@ -24,7 +24,7 @@ from fedraft.domain.outcome import Code
 from fedraft.domain.placement.model import Pool, PoolHealth
 from fedraft.domain.roles import Role
 from fedraft.storage import governance_schema as schema
-from fedraft.storage import placement_schema
+from fedraft.storage import memory_schema, placement_schema
 from fedraft.storage.state import M_APPLY_VERSION, StateTxn
 
 
@@ -181,9 +181,10 @@ def _retire_pool(ctx: ApplyContext, command: c.Command) -> pb.Result:
         if command.pool in (pair.pool_a, pair.pool_b):
             schema.delete_pairing(ctx.st, pair.pool_a, pair.pool_b)
             unpaired += 1
+    memories = memory_schema.drop_pool(ctx.st, command.pool)  # its memories and its boxes (decision 0009)
     _changed_views(ctx)
-    return ctx.result(message=f"retired pool {command.pool}: {revoked} keys revoked, {unpaired} pairings removed; "
-                              "its work fails over at the next Tick")
+    return ctx.result(message=f"retired pool {command.pool}: {revoked} keys revoked, {unpaired} pairings removed, "
+                              f"{memories} memories changed; its work fails over at the next Tick")
 
 
 # ---- trust ----

@@ -4,6 +4,10 @@ SetPolicy names settings as `key=value` text; SETTINGS below says, key by key, w
 and which field it sets. Keys are the Policy field names (`heartbeat_ms`), `weights.<name>` for
 the score weights and `latency/<region>/<region>` for the latency table (value `none` removes an
 entry). Values are integers (milliseconds, counts, percents) or `true`/`false`.
+
+Data classes of memories (SPEC §5, D12) are `class/<name>` keys whose value is the trust level a pool
+needs to receive that class (`standard`, `high`, `max`; `none` removes the class). Until a SetPolicy
+names one, DEFAULT_DATA_CLASSES hold; the first change starts from them. At least one class remains.
 """
 
 from __future__ import annotations
@@ -12,15 +16,29 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from fedraft.domain.placement.commands import name_problem
-from fedraft.domain.placement.model import Latency, Policy, Weights
+from fedraft.domain.placement.model import Latency, Policy, Trust, Weights
 from fedraft.domain.validity import DEFAULT_MAX_VALIDITY_MS
 
 DEFAULT_PENDING_EXPIRY_MS = 60 * 60 * 1000
 MAX_SETTINGS = 64
 LATENCY_PREFIX = "latency/"
 MAX_LATENCIES = 256
+CLASS_PREFIX = "class/"
+MAX_DATA_CLASSES = 64
 _HOUR = 3_600_000
 _DAY = 24 * _HOUR
+
+
+@dataclass(frozen=True, order=True)
+class DataClass:
+    """A class of memories and the trust a pool needs (from the memory's pool) to receive its values."""
+
+    name: str
+    level: Trust
+
+
+DEFAULT_DATA_CLASSES: tuple[DataClass, ...] = (
+    DataClass("internal", Trust.HIGH), DataClass("public", Trust.STANDARD), DataClass("secret", Trust.MAX))
 
 
 @dataclass(frozen=True)
@@ -28,6 +46,10 @@ class GovernancePolicy:
     placement: Policy = field(default_factory=Policy)
     pending_expiry_ms: int = DEFAULT_PENDING_EXPIRY_MS  # a critical operation not approved by then expires
     max_validity_ms: int = DEFAULT_MAX_VALIDITY_MS      # longest envelope window (SPEC D3)
+    data_classes: tuple[DataClass, ...] = DEFAULT_DATA_CLASSES  # sorted by name
+
+    def data_class(self, name: str) -> DataClass | None:
+        return next((dc for dc in self.data_classes if dc.name == name), None)
 
 
 @dataclass(frozen=True)
@@ -55,11 +77,27 @@ SETTINGS: dict[str, Setting] = {
 LATENCY = Setting(0, 600_000)
 
 
+def _class_level(key: str, text: str) -> Trust | str | None:
+    """A data class's level, None to remove it, or a problem (str)."""
+    problem = name_problem("data class", key[len(CLASS_PREFIX):])
+    if problem is not None:
+        return problem
+    if text == "none":
+        return None
+    if text not in ("standard", "high", "max"):
+        return f"{key} is standard, high, max (or none to remove the class), not {text!r}"
+    return Trust.parse(text)
+
+
 def _value(key: str, text: str) -> int | bool | str | None:
     """The parsed value, or a problem (str) — for latency keys `none` gives None."""
+    if key.startswith(CLASS_PREFIX):
+        level = _class_level(key, text)
+        return level if isinstance(level, str) else None  # checked, parsed again by apply_settings
     spec = LATENCY if key.startswith(LATENCY_PREFIX) else SETTINGS.get(key)
     if spec is None:
-        return f"unknown policy key {key!r} (known: {', '.join(sorted(SETTINGS))}, latency/REGION/REGION)"
+        return (f"unknown policy key {key!r} (known: {', '.join(sorted(SETTINGS))}, latency/REGION/REGION, "
+                "class/NAME)")
     if spec.boolean:
         if text not in ("true", "false"):
             return f"{key} is true or false, not {text!r}"
@@ -114,9 +152,17 @@ def apply_settings(policy: GovernancePolicy, settings: tuple[tuple[str, str], ..
     top: dict[str, Any] = {}
     weights: dict[str, Any] = {}
     latencies = {(lat.region_a, lat.region_b): lat.ms for lat in placement.latencies}
+    classes = {dc.name: dc.level for dc in policy.data_classes}
     for key, text in settings:
         value = _value(key, text)
-        if key.startswith(LATENCY_PREFIX):
+        if key.startswith(CLASS_PREFIX):
+            level = _class_level(key, text)
+            assert not isinstance(level, str)
+            if level is None:
+                classes.pop(key[len(CLASS_PREFIX):], None)
+            else:
+                classes[key[len(CLASS_PREFIX):]] = level
+        elif key.startswith(LATENCY_PREFIX):
             regions = _regions(key)
             assert not isinstance(regions, str)
             if value is None:
@@ -129,10 +175,15 @@ def apply_settings(policy: GovernancePolicy, settings: tuple[tuple[str, str], ..
             top[key] = value
     if len(latencies) > MAX_LATENCIES:
         return f"at most {MAX_LATENCIES} latency entries"
+    if not classes:
+        return "at least one data class must remain (memories name one)"
+    if len(classes) > MAX_DATA_CLASSES:
+        return f"at most {MAX_DATA_CLASSES} data classes"
     updated = replace(placement, **{k: v for k, v in top.items() if k in _PLACEMENT_FIELDS},
                       weights=replace(placement.weights, **weights),
                       latencies=tuple(Latency(a, b, ms) for (a, b), ms in sorted(latencies.items())))
     return replace(policy, placement=updated,
+                   data_classes=tuple(DataClass(name, level) for name, level in sorted(classes.items())),
                    **{k: v for k, v in top.items() if k not in _PLACEMENT_FIELDS})
 
 
@@ -143,6 +194,7 @@ def describe(policy: GovernancePolicy) -> tuple[tuple[str, str], ...]:
     items += [(f"weights.{f.name}", _text(getattr(p.weights, f.name))) for f in fields(Weights)]
     items += [("pending_expiry_ms", str(policy.pending_expiry_ms)), ("max_validity_ms", str(policy.max_validity_ms))]
     items += [(f"{LATENCY_PREFIX}{lat.region_a}/{lat.region_b}", str(lat.ms)) for lat in p.latencies]
+    items += [(f"{CLASS_PREFIX}{dc.name}", dc.level.label) for dc in policy.data_classes]
     return tuple(sorted(items))
 
 
