@@ -23,7 +23,7 @@ class WorkerFree:
     Owned by the view and updated in place: readers must not modify it.
     """
 
-    __slots__ = ("cpu", "free", "gpus", "name", "ram")
+    __slots__ = ("cpu", "free", "gpus", "name", "one", "ram", "reclaim")
 
     def __init__(self, name: str, cpu: int, ram: int, gpus: dict[str, Gpu]) -> None:
         self.name = name
@@ -31,6 +31,8 @@ class WorkerFree:
         self.ram = ram
         self.gpus = gpus
         self.free: list[tuple[int, str]] = []
+        self.one = 0                           # free units + the most units one booked workload holds here
+        self.reclaim: dict[int, int] = {}      # k -> lowest priority L where free + units of work <= L reach k
 
 
 Victim = tuple[int, int, str, Workload]
@@ -203,7 +205,8 @@ class FederationView:
                 if not members:
                     del shapes[key]
 
-    def _refresh(self, pool_id: str, index: PoolCapacity) -> None:
+    def _refresh(self, pool_id: str, index: PoolCapacity, worker: str | None = None) -> None:
+        """Recompute the pool's totals and index entries after `worker` (None: every worker) changed."""
         self._unshape(pool_id, index)
         index.cpu_free = sum(max(0, w.cpu) for w in index.workers.values())
         region, tier = index.pool.region, index.pool.tier
@@ -217,16 +220,12 @@ class FederationView:
         one = 0
         reclaim: dict[int, int] = {}
         for w in index.rows:
-            free = reach = len(w.free)
-            held = 0
-            for priority, _, _, victim in self._victims.get((pool_id, w.name), ()):
-                units = len(victim.placement.gpus) if victim.placement else 0
-                held = max(held, units)
-                for k in range(reach + 1, reach + units + 1):
-                    if reclaim.get(k, priority) >= priority:
-                        reclaim[k] = priority
-                reach += units
-            one = max(one, free + held)
+            if worker is None or w.name == worker:
+                self._preemption_reach(pool_id, w)
+            one = max(one, w.one)
+            for k, level in w.reclaim.items():
+                if reclaim.get(k, level) >= level:
+                    reclaim[k] = level
         _step(self._one, pool_id, index.one_eviction, one)
         index.one_eviction = one
         if reclaim != index.reclaim:
@@ -240,6 +239,20 @@ class FederationView:
                 if index.reclaim.get(k) != level:
                     self._reclaim.setdefault(k, {}).setdefault(level, set()).add(pool_id)
             index.reclaim = reclaim
+
+    def _preemption_reach(self, pool_id: str, w: WorkerFree) -> None:
+        """What evicting work could free on the worker: `one` and `reclaim` (see WorkerFree)."""
+        free = reach = len(w.free)
+        held = 0
+        reclaim: dict[int, int] = {}
+        for priority, _, _, victim in self._victims.get((pool_id, w.name), ()):
+            units = len(victim.placement.gpus) if victim.placement else 0
+            held = max(held, units)
+            for k in range(reach + 1, reach + units + 1):
+                reclaim[k] = priority      # victims come lowest priority first: the first to reach k is lowest
+            reach += units
+        w.one = free + held
+        w.reclaim = reclaim
 
     # -- trust and replicas --------------------------------------------------------------------
 
@@ -373,7 +386,7 @@ class FederationView:
                 if pos < len(w.free) and w.free[pos] == (gpu.memory_mb, uuid):
                     del w.free[pos]
                     index.free_units -= 1
-        self._refresh(pool_id, index)
+        self._refresh(pool_id, index, worker)
 
     def release(self, workload_id: str) -> None:
         workload = self._booked.pop(workload_id, None)
@@ -413,7 +426,7 @@ class FederationView:
             if gpu is not None and gpu.healthy:
                 insort(w.free, (gpu.memory_mb, uuid))
                 index.free_units += 1
-        self._refresh(pool_id, index)
+        self._refresh(pool_id, index, worker)
 
     def _move_level(self, submitter_pool: str, pool_id: str, old: int, new: int) -> None:
         levels = self._levels.setdefault(submitter_pool, {})
@@ -509,7 +522,7 @@ class FederationView:
             "capacity": tuple(
                 (i, c.total_units, c.cpu_total, c.free_units, c.max_free, c.one_eviction,
                  tuple(sorted(c.reclaim.items())), c.cpu_free, c.cpu_key, c.gpu_key,
-                 tuple((w.name, w.cpu, w.ram, tuple(w.free)) for w in c.rows))
+                 tuple((w.name, w.cpu, w.ram, tuple(w.free), w.one, tuple(sorted(w.reclaim.items()))) for w in c.rows))
                 for i, c in sorted(self._index.items())),
             "trust": tuple(sorted((a, b, level) for a, peers in self._trust.items() for b, level in peers.items())),
             "replicas": tuple(sorted((m, ids(ps)) for m, ps in self._replicas.items())),
