@@ -12,7 +12,7 @@ import hashlib
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,18 +75,22 @@ class Derived:
 
     Never persisted or replicated: a node must decide the same with or without it, so it is dropped
     whenever the state may move under it (an aborted write transaction, a snapshot install, a
-    reopen), and `writes` counts every write to an area's databases (`StateTxn.put`/`delete` of the
-    applier's transaction): a holder compares it with the count it last saw to know that nobody else
-    changed the state since.
+    reopen), and `writes` counts, per database, every write to an area's databases (`StateTxn.put`/
+    `delete` of the applier's transaction): a holder compares `written(the databases it read)` with
+    the count it last saw to know that nobody else changed them since.
     """
 
     def __init__(self) -> None:
         self.caches: dict[str, object] = {}
-        self.writes = 0
+        self.writes: dict[bytes, int] = {}
 
     def reset(self) -> None:
         self.caches.clear()
-        self.writes += 1
+
+    def written(self, dbs: Iterable[bytes]) -> int:
+        """How many writes these databases have had (counts only grow)."""
+        writes = self.writes
+        return sum(writes.get(db, 0) for db in dbs)
 
 
 class StateTxn:
@@ -113,12 +117,12 @@ class StateTxn:
 
     def put(self, db: bytes, key: bytes, value: bytes) -> None:
         if self.derived is not None:
-            self.derived.writes += 1
+            self.derived.writes[db] = self.derived.writes.get(db, 0) + 1
         self._put(db, key, value)
 
     def delete(self, db: bytes, key: bytes) -> bool:
         if self.derived is not None:
-            self.derived.writes += 1
+            self.derived.writes[db] = self.derived.writes.get(db, 0) + 1
         return bool(self.txn.delete(key, db=self._dbs[db]))
 
     def items(self, db: bytes, prefix: bytes = b"", start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:

@@ -152,6 +152,42 @@ def test_a_write_to_the_state_outside_apply_drops_the_view(log: Log, node: Node)
     assert _submit(log, "big", gpus=4, gpu_memory_mb=80_000).placement.pool == "gpu-dc"
 
 
+def test_a_write_the_view_does_not_read_keeps_it(log: Log, node: Node) -> None:
+    _submit(log, "a", cpu_millis=1_000)
+    kept = node.kept()
+    st = node.store.writer()
+    st.put(b"registry", b"/settings/x", b"1")                  # not a database the view is built from
+    node.store.commit()
+    _submit(log, "b", cpu_millis=1_000)
+    assert node.kept() is kept
+
+
+class _Recording:
+    """A state transaction that notes which databases are read."""
+
+    def __init__(self, st: object) -> None:
+        self.st = st
+        self.read: set[bytes] = set()
+
+    def __getattr__(self, name: str) -> object:
+        found = getattr(self.st, name)
+        if name in ("get", "items", "count"):
+            def reading(db: bytes, *args: object, **kw: object) -> object:
+                self.read.add(db)
+                return found(db, *args, **kw)
+            return reading
+        return found
+
+
+def test_the_watched_databases_are_the_ones_the_view_is_built_from(log: Log, node: Node) -> None:
+    log.pair("hq", "gpu-dc")
+    with node.store.read() as plain:
+        st = _Recording(plain)
+        handler._build(st)  # type: ignore[arg-type]
+        placement_schema.policy(st)  # type: ignore[arg-type]  # kept with the view too
+    assert st.read and st.read <= set(handler.WATCHED), st.read - set(handler.WATCHED)
+
+
 def test_an_aborted_transaction_drops_the_view(fed: Fed, tmp_path: Path) -> None:
     keeper, fresh = Node(fed, tmp_path / "a"), Node(fed, tmp_path / "b", fresh=True)
     log = Log(fed, [keeper, fresh])

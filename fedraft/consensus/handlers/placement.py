@@ -5,12 +5,12 @@ The scheduler runs here, inside apply: every node makes the same decision from t
 The FederationView is built from the state once and kept across entries in the store's process-local
 cache (`StateStore.derived`, never persisted or replicated): each envelope that changes pools or
 workloads writes the state and updates the view in step (`_save_pool`, `_save_workload`). It is used
-only while nothing else wrote the state since it was last in step — `Derived.writes` counts every
-write to an area's databases (a pairing, a replica, a policy, a Tick's moves, a test seeding the state)
-— and the store drops it on an aborted transaction, a snapshot install and a reopen. So a node that
-kept its view and a node that just restarted and built one decide alike; with FEDRAFT_CHECK_VIEW=1
-(set for the test suite) every reuse is compared with a fresh build and a difference raises
-InvariantBroken.
+only while nothing else wrote the databases it is built from (WATCHED) since it was last in step —
+`Derived.writes` counts every write per database (a pairing, a replica, a policy, a Tick's moves, a
+tool seeding the state) — and the store drops it on an aborted transaction, a snapshot install and a
+reopen. So a node that kept its view and a node that just restarted and built one decide alike; with
+FEDRAFT_CHECK_VIEW=1 (set for the test suite) every reuse is compared with a fresh build and a
+difference raises InvariantBroken.
 """
 
 from __future__ import annotations
@@ -66,8 +66,12 @@ def _holder(st: StateTxn, scope: EntryScope) -> dict[str, object]:
     return st.derived.caches if st.derived is not None else scope.caches
 
 
+# What `_build` reads: a write to any of these that the view did not follow means rebuild.
+WATCHED: tuple[bytes, ...] = (*schema.DBS, gov.PAIRINGS, gov.POLICY, *catalog.DBS)
+
+
 def _writes(st: StateTxn) -> int:
-    return st.derived.writes if st.derived is not None else 0
+    return st.derived.written(WATCHED) if st.derived is not None else 0
 
 
 def _in_step(st: StateTxn, scope: EntryScope) -> _Cached | None:
