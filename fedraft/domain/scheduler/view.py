@@ -153,8 +153,12 @@ class FederationView:
 
     def set_pool(self, pool: Pool) -> None:
         """Insert or replace a pool (health, cordon, drain or inventory changed); bookings are kept."""
-        self.memo.clear()
         old = self._pools.get(pool.id)
+        if old is not None and _same_for_placement(old, pool):  # e.g. a heartbeat: only the record changes
+            self._pools[pool.id] = pool
+            self._index[pool.id].pool = pool
+            return
+        self.memo.clear()
         if old is None:
             insort(self._ids, pool.id)
             self._all.add(pool.id)
@@ -563,6 +567,14 @@ class FederationView:
         if not victims:
             return []
         return victims[:bisect_left(victims, (max_priority + 1,))]
+
+
+def _same_for_placement(a: Pool, b: Pool) -> bool:
+    """Nothing the view indexes differs between the two records of one pool (health, cordon, drain,
+    region, tier, labels, inventory): replacing the record is enough."""
+    return (a.status.health is b.status.health and a.cordoned == b.cordoned
+            and a.drain_started_ms == b.drain_started_ms and a.region == b.region and a.tier == b.tier
+            and a.labels == b.labels and a.inventory == b.inventory)
 
 
 def _step(sets: list[set[str]], pool_id: str, old: int, new: int) -> None:
