@@ -25,6 +25,11 @@ from fedraft.inventory.select import open_inventory
 from fedraft.service.alerts import AlertDispatcher, AlertTargets
 from fedraft.service.api import MAX_REQUEST_BYTES, SERVICE, FederationService
 from fedraft.service.audit import LocalRecorder, RefusedRequest
+from fedraft.service.fanout import SERVICE as FANOUT_SERVICE
+from fedraft.service.fanout import FanoutService
+from fedraft.service.fanout_search import FolderSearch
+from fedraft.service.memories import SERVICE as MEMORIES_SERVICE
+from fedraft.service.memories import MemoriesService
 from fedraft.service.metrics import NodeMetrics, make_metrics
 from fedraft.service.probes import ProbeServer
 from fedraft.service.watch import WatchHub
@@ -92,6 +97,7 @@ class FedraftNode:
         self.watch_hub: WatchHub | None = None
         self.metrics: NodeMetrics | None = None
         self.probes: ProbeServer | None = None
+        self.fanout: FanoutService | None = None
 
     def raise_incident(self, kind: str, detail: dict[str, Any] | None = None, *, level: str = "critical",
                        key: str | None = None) -> None:
@@ -213,9 +219,19 @@ class FedraftNode:
             peer_api={p.node_id: p.address for p in self.cfg.api_peers},
             observe_commit=self.metrics.observe_commit if self.metrics is not None else None)
         server.add_generic_rpc_handlers((service.handler(),))
+        # Memories and fan-out (decision 0009): the same server, TLS and request signatures.
+        memories = MemoriesService(self.engine, self.cfg.node_id, self.identity, on_refused=self._on_refused)
+        folder = self.cfg.fanout_folder
+        self.fanout = FanoutService(
+            self.engine.store, self.genesis, self.cfg.node_id, self.identity,
+            handler=FolderSearch(folder) if folder is not None else None,
+            peer_api={p.node_id: p.address for p in self.cfg.api_peers}, ca_pem=self.ca_pem,
+            on_refused=self._on_refused)
+        server.add_generic_rpc_handlers((memories.handler(), self.fanout.handler()))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         # SPEC §8: reflection for fedraft.v1.Federation and grpc.health.v1 (grpcurl, grpc_cli).
-        reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        reflection.enable_server_reflection((SERVICE, MEMORIES_SERVICE, FANOUT_SERVICE, health.SERVICE_NAME,
+                                             reflection.SERVICE_NAME), server)
         creds = grpc.ssl_server_credentials([(self.key_pem, self.cert_pem)])
         try:
             server.add_secure_port(self.cfg.api_listen, creds)
@@ -249,6 +265,8 @@ class FedraftNode:
             self.watch_hub.stop()  # open Watch streams end; their clients resume elsewhere
         if self.server is not None:
             self.server.stop(grace).wait(grace + 1)
+        if self.fanout is not None:
+            self.fanout.close()
         if self.recorder is not None:
             self.recorder.stop_observing()
         if self.engine is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,21 +25,28 @@ import grpc
 
 from fedraft._proto.fedraft.v1 import api_pb2 as api
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
+from fedraft._proto.fedraft.v1 import fanout_pb2 as fpb
+from fedraft._proto.fedraft.v1 import memory_pb2 as mpb
 from fedraft.config import Profile, load_profile
 from fedraft.crypto.envelopes import build_envelope
+from fedraft.crypto.fanout import MAX_ANSWER_BYTES, build_query, parse, query_digest, verify_message
 from fedraft.crypto.keyfile import load_private_key
 from fedraft.crypto.request_auth import AUTH_HEADER, sign_request
+from fedraft.crypto.sealing import open_box, seal_all
 from fedraft.crypto.signing import Identity, Signer
 from fedraft.domain import commands as c
 from fedraft.domain.catalog import commands as cc
 from fedraft.domain.governance import commands as gc
+from fedraft.domain.governance.memories import MAX_VALUE_BYTES, DeleteMemory, PutMemory
 from fedraft.domain.outcome import Code
 from fedraft.domain.placement import commands as pc
 from fedraft.domain.placement.model import Phase, Trust, WorkloadSpec
 from fedraft.domain.roles import Role
-from fedraft.errors import CallerError, ConfigError, FedraftError, Unavailable
+from fedraft.errors import CallerError, ConfigError, DecodeError, FedraftError, SignatureError, Unavailable
 
 SERVICE = "/fedraft.v1.Federation/"
+MEMORIES = "fedraft.v1.Memories"
+FANOUT = "fedraft.v1.Fanout"
 LEADER_HEADER = "fedraft-leader"
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN,
              grpc.StatusCode.CANCELLED}
@@ -76,6 +84,7 @@ class Client:
         self._channels: dict[str, grpc.Channel] = {}
         self._node_endpoint: dict[str, str] = {}
         self._preferred = 0
+        self._principal: pb.Principal | None = None
 
     @classmethod
     def from_profile(cls, profile: Profile | str | Path, **kwargs: float) -> Client:
@@ -110,11 +119,15 @@ class Client:
         return self._channels[endpoint]
 
     def call(self, endpoint: str, method: str, request: bytes, *, signed: bool = True,
-             timeout: float | None = None) -> bytes:
+             timeout: float | None = None, service: str = "") -> bytes:
+        """One attempt. `service`: another service than fedraft.v1.Federation (its methods are signed as
+        SERVICE/METHOD, e.g. fedraft.v1.Memories/Read)."""
+        signed_as = f"{service}/{method}" if service else method
         metadata: tuple[tuple[str, str | bytes], ...] = (
-            ((AUTH_HEADER, sign_request(self.signer, self.cluster_id, method, request)),) if signed else ())
+            ((AUTH_HEADER, sign_request(self.signer, self.cluster_id, signed_as, request)),) if signed else ())
         # No serializers: the request bytes are exactly what the header signs.
-        stub = self._channel(endpoint).unary_unary(SERVICE + method, None, None)
+        path = f"/{service}/{method}" if service else SERVICE + method
+        stub = self._channel(endpoint).unary_unary(path, None, None)
         response: bytes = stub(request, timeout=timeout or self.attempt_timeout, metadata=metadata)
         return response
 
@@ -138,7 +151,7 @@ class Client:
             status.ParseFromString(raw)
             self._node_endpoint[status.node_id] = endpoint
 
-    def _with_leader(self, method: str, request: bytes) -> bytes:
+    def _with_leader(self, method: str, request: bytes, service: str = "") -> bytes:
         """Send to the leader, following hints; retry on unknown outcome until the overall timeout."""
         deadline = time.monotonic() + self.timeout
         endpoint = self.endpoints[self._preferred % len(self.endpoints)]
@@ -146,7 +159,7 @@ class Client:
         delay = 0.05
         while time.monotonic() < deadline:
             try:
-                response = self.call(endpoint, method, request,
+                response = self.call(endpoint, method, request, service=service,
                                      timeout=min(self.attempt_timeout, max(0.1, deadline - time.monotonic())))
                 self._preferred = self.endpoints.index(endpoint)
                 return response
@@ -228,7 +241,8 @@ class Client:
     def list(self, collection: str, *, prefix: str = "", stale: bool = False) -> list[Any]:
         """Every item of a collection, page by page (pages may come from different applied indexes)."""
         field = {"registry": "records", "pools": "pools", "workloads": "workloads", "pairings": "pairings",
-                 "catalog": "catalog", "pending": "pending", "principals": "principals", "policy": "policy"}
+                 "catalog": "catalog", "pending": "pending", "principals": "principals", "policy": "policy",
+                 "memories": "memories"}
         if collection not in field:
             raise CallerError(f"unknown collection {collection!r}")
         items: list[Any] = []
@@ -409,6 +423,145 @@ class Client:
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 
+    # ----- memories (decision 0009): sealed here, before signing; opened with a pool's key -----
+    def whoami(self) -> pb.Principal:
+        """This client's principal (its pool, role and name), as the federation knows it."""
+        if self._principal is None:
+            found = self.list("principals", prefix=self.signer.key_id.hex())
+            if not found:
+                raise CallerError(f"key {self.signer.key_id.hex()} is not a principal of this federation")
+            self._principal = found[0]
+        return self._principal
+
+    def memory_recipients(self, data_class: str, key: str = "") -> Any:
+        """The pools a value of `data_class` from this key's pool is sealed to now (a linearizable read)."""
+        request = mpb.RecipientsRequest(data_class=data_class, key=key).SerializeToString()
+        response = mpb.RecipientsResponse()
+        response.ParseFromString(self._with_leader("Recipients", request, service=MEMORIES))
+        return response
+
+    def put_memory(self, key: str, value: bytes, data_class: str, *, expected_version: int | None = None,
+                   check: bool = True) -> pb.Result:
+        """Seal `value` to every pool that qualifies for `data_class` and put it. When trust or a key
+        changed between the read of the recipients and apply, it reseals to the new ones once."""
+        if len(value) > MAX_VALUE_BYTES:
+            raise CallerError(f"a memory value is at most {MAX_VALUE_BYTES} bytes, not {len(value)}")
+        result = pb.Result()
+        used: list[tuple[str, bytes, bytes]] | None = None
+        for _ in range(2):
+            recipients = self.memory_recipients(data_class, key)
+            wanted = [(r.pool, bytes(r.key_id), bytes(r.public_key)) for r in recipients.recipients]
+            if wanted == used:
+                break  # the same recipients: the refusal is not about them
+            used = wanted
+            sealed = seal_all(wanted, key, recipients.pool, value)
+            result = self.propose([PutMemory(key, data_class, sealed, expected_version)])[0]
+            if result.code not in (Code.FAILED_PRECONDITION, Code.PERMISSION_DENIED):
+                break
+        if check and result.code != Code.OK:
+            raise ResultError(result)
+        return result
+
+    def delete_memory(self, key: str, expected_version: int | None = None, *, check: bool = True) -> pb.Result:
+        return self._one(DeleteMemory(key, expected_version), check)
+
+    def read_memory(self, key: str, *, open_value: bool = False, min_index: int = 0,
+                    endpoint: str | None = None) -> Any:
+        """A memory's metadata and this key's pool's box (MemoryReadResponse). With `open_value` a node of
+        this key's pool opens the box and returns the plaintext; the endpoints are tried in turn until
+        one of that pool answers."""
+        request = mpb.MemoryReadRequest(key=key, open=open_value, min_index=min_index).SerializeToString()
+        order = [endpoint] if endpoint else self.endpoints[self._preferred:] + self.endpoints[:self._preferred]
+        last = ""
+        for ep in order:
+            try:
+                raw = self.call(ep, "Read", request, service=MEMORIES, timeout=self.timeout)
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+                last = f"{code.name}: {exc.details() if hasattr(exc, 'details') else exc}"
+                if code in RETRYABLE or (open_value and code == grpc.StatusCode.FAILED_PRECONDITION
+                                         and "opens pool" in last):
+                    continue  # another node (of this key's pool)
+                raise RequestFailed(code, last) from None
+            response = mpb.MemoryReadResponse()
+            response.ParseFromString(raw)
+            return response
+        raise Unavailable(f"no node answered the read of memory {key} (last: {last})",
+                          hint="opening needs a node of this key's pool among the endpoints")
+
+    def open_memory(self, key: str, identity: Identity | None = None, *, min_index: int = 0) -> bytes:
+        """The plaintext of memory `key`: opened here with `identity` (this key's pool's node or agent
+        key), or, without one, by a node of this key's pool."""
+        if identity is None:
+            return bytes(self.read_memory(key, open_value=True, min_index=min_index).value)
+        response = self.read_memory(key, min_index=min_index)
+        if not response.found:
+            raise RequestFailed(Code.NOT_FOUND, f"NOT_FOUND: no memory {key}")
+        if not response.HasField("sealed"):
+            r = response.record
+            raise RequestFailed(Code.PERMISSION_DENIED,
+                                f"PERMISSION_DENIED: this key's pool holds no sealed value of {key}: class "
+                                f"{r.data_class} ({r.level}) of {r.pool} is sealed to {', '.join(r.pools)}")
+        return open_box(identity, bytes(response.sealed.box), key, response.record.pool)
+
+    def reseal_memory(self, key: str, identity: Identity | None = None, *, check: bool = True) -> pb.Result:
+        """Open memory `key` (see open_memory) and put it again, sealed to the pools that qualify now (after
+        a trust change or a key rotation). Fails if the memory changed in between (expected version)."""
+        response = self.read_memory(key)
+        if not response.found:
+            raise RequestFailed(Code.NOT_FOUND, f"NOT_FOUND: no memory {key}")
+        value = self.open_memory(key, identity, min_index=response.applied_index)
+        return self.put_memory(key, value, response.record.data_class, expected_version=response.record.version,
+                               check=check)
+
+    # ----- cross-pool fan-out (decision 0009) -----
+    def fanout(self, text: str, level: str = "standard", *, max_results: int = 0, timeout_ms: int = 0,
+               validity_ms: int = 60_000) -> FanoutResult:
+        """Sign a query at this key's pool, have a node of that pool send it to the pools paired with it
+        at `level` or more, and verify every answer's signature (the answering pool's node key)."""
+        me = self.whoami()
+        signed = build_query(self.signer, self.cluster_id, origin_pool=me.pool, author=me.name, text=text,
+                             level=level, now_ms=int(time.time() * 1000), validity_ms=validity_ms,
+                             max_results=max_results)
+        request = fpb.FanoutRequest(query=signed, timeout_ms=timeout_ms).SerializeToString()
+        last = ""
+        for ep in self.endpoints[self._preferred:] + self.endpoints[:self._preferred]:
+            try:
+                raw = self.call(ep, "Fanout", request, service=FANOUT, timeout=self.timeout + 30)
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+                last = f"{code.name}: {exc.details() if hasattr(exc, 'details') else exc}"
+                if code in RETRYABLE or (code == grpc.StatusCode.FAILED_PRECONDITION and "speaks for pool" in last):
+                    continue
+                raise RequestFailed(code, last) from None
+            response = fpb.FanoutResponse()
+            response.ParseFromString(raw)
+            return FanoutResult(response.served_by, tuple(response.skipped),
+                                tuple(self._verify_answer(signed, a) for a in response.answers))
+        raise Unavailable(f"no node of pool {me.pool} sent the fan-out on (last: {last})",
+                          hint="the endpoints must include a node of this key's pool")
+
+    def _verify_answer(self, query: pb.Signed, item: Any) -> PoolAnswer:
+        base = PoolAnswer(item.pool, item.node_id, item.trust, Code(item.code) if item.code in Code._value2member_map_
+                          else Code.UNAVAILABLE, item.message)
+        if not item.HasField("answer"):
+            return base
+        try:
+            answer = parse(item.answer, "answer", MAX_ANSWER_BYTES).answer
+            signer = next(iter(self.list("principals", prefix=bytes(item.answer.key_id).hex())), None)
+            if signer is None or signer.role != "node" or signer.pool != item.pool or signer.revoked_index:
+                raise SignatureError(f"signed by {signer.name if signer else 'an unknown key'}, not a current node "
+                                     f"key of {item.pool}")
+            verify_message(bytes(signer.public_key), self.cluster_id, item.answer)
+            if bytes(answer.query_sha256) != query_digest(query) or answer.pool != item.pool:
+                raise SignatureError("the answer is for another query or pool")
+        except (DecodeError, SignatureError) as exc:
+            return replace(base, code=Code.UNAUTHENTICATED, message=f"answer does not verify: {exc}",
+                           verify_error=str(exc))
+        hits = tuple((h.name, h.snippet, h.line) for h in answer.hits)
+        return replace(base, code=Code.OK, message="", verified=True, signer=signer.name, hits=hits,
+                       truncated=answer.truncated, handler=answer.handler)
+
     def status(self, endpoint: str, *, include_digest: bool = False, signed: bool = True,
                timeout: float = 2.0) -> api.StatusResponse:
         raw = self.call(endpoint, "Status", api.StatusRequest(include_digest=include_digest).SerializeToString(),
@@ -416,6 +569,30 @@ class Client:
         response = api.StatusResponse()
         response.ParseFromString(raw)
         return response
+
+
+@dataclass(frozen=True)
+class PoolAnswer:
+    """One pool's part of a fan-out: its verified answer, or why there is none."""
+
+    pool: str
+    node_id: str
+    trust: str
+    code: Code
+    message: str = ""
+    verified: bool = False  # signed by a current node key of `pool`, for this query
+    signer: str = ""
+    hits: tuple[tuple[str, str, int], ...] = ()  # (name, snippet, line)
+    truncated: bool = False
+    handler: str = ""
+    verify_error: str = ""  # an answer came back but does not verify (forged, altered, another query)
+
+
+@dataclass(frozen=True)
+class FanoutResult:
+    served_by: str
+    skipped: tuple[str, ...]        # "pool: why" for paired pools below the level
+    answers: tuple[PoolAnswer, ...]
 
 
 class _Watchdog:

@@ -70,6 +70,7 @@ class NodeConfig:
     # HTTP probes and metrics (/health, /ready, /cluster/*, /metrics); None: off. Keep it off public networks.
     http_listen: str | None = None
     watch_history_entries: int = 200_000  # applied entries whose results Watch history keeps (pool-local)
+    fanout_folder: Path | None = None     # what this pool's fan-out handler searches (decision 0009); None: no fan-out
 
     def genesis(self) -> Genesis:
         return load_genesis(self.genesis_path)
@@ -177,7 +178,7 @@ def load_node_config(path: Path) -> NodeConfig:
     base = path.parent
     known = {"node_id", "genesis", "data_dir", "key", "tls_cert", "tls_key", "ca_cert", "peer_listen",
              "api_listen", "peers", "raft", "log_level", "api_peers", "inventory", "inventory_file", "region",
-             "tier", "labels", "alerts", "http_listen", "watch_history_entries"}
+             "tier", "labels", "alerts", "http_listen", "watch_history_entries", "fanout_folder"}
     unknown = sorted(set(doc) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
@@ -221,7 +222,11 @@ def load_node_config(path: Path) -> NodeConfig:
         http_listen=_address(_get(doc, "http_listen", str, where), where) if "http_listen" in doc else None,
         watch_history_entries=(_get(doc, "watch_history_entries", int, where)
                                if "watch_history_entries" in doc else 200_000),
+        fanout_folder=_path(base, _get(doc, "fanout_folder", str, where)) if "fanout_folder" in doc else None,
     )
+    if cfg.fanout_folder is not None and not cfg.fanout_folder.is_dir():
+        raise ConfigError(f"{where}: fanout_folder {str(cfg.fanout_folder)!r} is not a directory",
+                          hint="give the folder this pool's fan-out answers search (relative to the config)")
     if cfg.watch_history_entries < 1:
         raise ConfigError(f"{where}: watch_history_entries must be at least 1")
     if cfg.inventory not in INVENTORY_KINDS:

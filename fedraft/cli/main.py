@@ -39,6 +39,8 @@ COMMAND_MODULES: list[str] = [
     "fedraft.cli.catalog_cmd",
     "fedraft.cli.governance_cmd",
     "fedraft.cli.approvals_cmd",
+    "fedraft.cli.memory_cmd",
+    "fedraft.cli.fanout_cmd",
     "fedraft.cli.recover_cmd",
     "fedraft.cli.watch_cmd",
     "fedraft.cli.quorum",

@@ -42,7 +42,8 @@ MAX_LIST_LIMIT = 1000
 COLLECTIONS = {"registry": (b"registry", "records"), "pools": (b"pools", "pools"),
                "workloads": (b"workloads", "workloads"), "pairings": (b"pairings", "pairings"),
                "catalog": (b"catalog", "catalog"), "pending": (b"pending_ops", "pending"),
-               "principals": (b"principals", "principals"), "policy": (b"policy", "policy")}
+               "principals": (b"principals", "principals"), "policy": (b"policy", "policy"),
+               "memories": (b"memories", "memories")}  # metadata only: the boxes are in memory_boxes
 # collections keyed by raw bytes: their prefix and page token are hex
 HEX_KEYED = frozenset({"principals"})
 
