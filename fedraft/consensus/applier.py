@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
+from fedraft import failpoints
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
 from fedraft.consensus.handlers import ApplyContext, EntryScope, dispatch
 from fedraft.consensus.validation import Checked, Refused, check_envelope
@@ -98,6 +99,7 @@ class Applier:
             return None
         summaries: list[EnvelopeSummary | None] = []
         results, requests = self._apply_entry(st, index, slot_term, signed_entry, summaries)
+        failpoints.hit("apply.entry")
         st.archive_put(index, signed_entry)
         st.set_meta_bytes(M_HEAD, next_head(st.chain_head, signed_entry))
         st.set_meta_int(M_APPLIED, index)

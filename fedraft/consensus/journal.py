@@ -40,6 +40,7 @@ from typing import Final, overload
 
 import lmdb
 
+from fedraft import failpoints
 from fedraft.errors import InvariantBroken, OperatorError
 
 Entry = tuple[bytes, int, int]
@@ -196,6 +197,7 @@ class LmdbJournal:
             if self._commit_dirty:
                 self._pending_meta[_M_COMMIT] = _U64.pack(self._commit_index)
             started = time.perf_counter()
+            failpoints.hit("journal.before_fsync")
             try:
                 with self._env.begin(write=True) as txn:
                     self._apply(txn, self._pending)
@@ -208,6 +210,7 @@ class LmdbJournal:
                 # The batch stays pending; the caller must not send what it would vouch for.
                 raise OperatorError(f"cannot write the Raft journal at {self._path}: {exc}",
                                     hint="check free disk space and the journal map size") from exc
+            failpoints.hit("journal.after_fsync")
             self._fsync_seconds.append(time.perf_counter() - started)
             self._pending = []
             self._pending_meta = {}

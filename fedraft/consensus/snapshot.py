@@ -59,6 +59,7 @@ from typing import Any, Final, Protocol
 
 from pysyncobj.config import SERIALIZER_STATE
 
+from fedraft import failpoints
 from fedraft.crypto.signing import CTX_SNAPSHOT, SIG_LEN, Signer, verify
 from fedraft.errors import ConfigError, DecodeError, FedraftError, InvariantBroken, SignatureError
 
@@ -574,6 +575,7 @@ class SnapshotSerializer:
         except (FedraftError, OSError) as exc:
             self._refuse(str(exc))
             return False
+        failpoints.hit("snapshot.install")
         try:
             self._source.install(incoming.body_path, header.index)
             self._publish()
