@@ -97,13 +97,16 @@ class NodeMetrics:
     # ----- feeds (never inside apply) -----
     def on_applied(self, applied: AppliedEntry) -> None:
         """Engine apply listener (tick thread, after the commit): count rejections and placements."""
-        for i, result in enumerate(applied.results):
-            if result.code != Code.OK:
-                self.rejected.labels(code_label(result.code)).inc()
-            summary = applied.envelopes[i] if i < len(applied.envelopes) else None
-            outcome = placement_outcome(summary.command, result) if summary is not None else None
-            if outcome is not None:
-                self.placements.labels(outcome).inc()
+        try:
+            for i, result in enumerate(applied.results):
+                if result.code != Code.OK:
+                    self.rejected.labels(code_label(result.code)).inc()
+                summary = applied.envelopes[i] if i < len(applied.envelopes) else None
+                outcome = placement_outcome(summary.command, result) if summary is not None else None
+                if outcome is not None:
+                    self.placements.labels(outcome).inc()
+        except Exception:  # metrics never break the tick thread
+            log.exception("metrics: could not count an applied entry")
 
     def on_refused(self, refused: RefusedRequest) -> None:
         self.rejected.labels(refused.code).inc()
