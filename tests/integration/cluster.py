@@ -78,9 +78,10 @@ class Cluster:
     def endpoint(self, node_id: str) -> str:
         return self.client().endpoints[self.node_ids.index(node_id)]
 
-    def start(self, node_id: str, *extra: str) -> None:
+    def start(self, node_id: str, *extra: str, env: dict[str, str] | None = None) -> None:
+        """`env`: extra environment variables for this node process (e.g. FEDRAFT_FAILPOINTS)."""
         log = open(self.config(node_id).parent / "node.log", "ab")  # noqa: SIM115
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.procs[node_id] = subprocess.Popen(
             [sys.executable, "-m", "fedraft", "node", "--config", str(self.config(node_id)), *extra],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
