@@ -83,11 +83,10 @@ def find_eviction(view: FederationView, req: Request, eligible: Set[str], scorer
     Within a level only pools that can hold a plan are visited: pools running work of priority <= L
     and, for GPU work, either having a worker where the free units plus those given to work of
     priority <= L reach the count, or a worker with that many free units already (a worker short of
-    units needs victims that give them). They are visited in
-    the order of the rest of the plan key — score descending, tie-break hash, pool id, worker — so
-    the first plan with one eviction is the best (nothing evicts fewer), and a later plan replaces
-    the best only with strictly fewer evictions (a plan that cannot is abandoned as soon as it
-    reaches that many).
+    units needs victims that give them). They are visited in the order of the rest of the plan key —
+    score descending, tie-break hash, pool id, worker — so the first plan with one eviction is the
+    best (nothing evicts fewer), and a later plan replaces the best only with strictly fewer
+    evictions (a plan that cannot is abandoned as soon as it reaches that many).
     """
     need = req.spec.gpus
     pools = eligible & view.ids_with_units(need) if need else eligible
