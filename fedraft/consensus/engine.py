@@ -159,6 +159,8 @@ class RaftEngine:
             snapshot_path, source=store, signer=self.signer, node_id=node_id, cluster_id=self.cluster_id,
             verify_key_for=self._voter_key, chunk_size=SNAPSHOT_CHUNK_BYTES,
             on_installed=self._on_snapshot_installed)
+        if self.snapshots.finish_interrupted_install(store):
+            self._last_applied = store.applied_index()
 
         conf = SyncObjConf(
             autoTick=True,

@@ -117,6 +117,21 @@ class SnapshotSource(Protocol):
         ...
 
 
+class InstallTarget(Protocol):
+    """What `SnapshotSerializer.finish_interrupted_install` needs of the state store."""
+
+    def applied_index(self) -> int:
+        """The live state's applied index."""
+        ...
+
+    def body_applied_index(self, data_file: Path) -> int:
+        """The applied index of a state copy (a snapshot body) in `data_file`."""
+        ...
+
+    def install(self, data_file: Path, index: int) -> None:
+        ...
+
+
 @dataclass(frozen=True)
 class SnapshotHeader:
     cluster_id: bytes
@@ -403,6 +418,32 @@ class SnapshotSerializer:
     def snapshot_index(self) -> int | None:
         """The index of the snapshot this node serves, or None without one."""
         return self._current.header.index if self._current else None
+
+    def finish_interrupted_install(self, target: InstallTarget) -> bool:
+        """Start-up, before pysyncobj loads the snapshot: finish an install a crash interrupted.
+
+        A receiver killed after renaming a verified snapshot into `path` but before swapping its
+        state in restarts with a state older than that snapshot. pysyncobj then takes the snapshot's
+        index as applied and would apply the entries after it on top of the older state, silently
+        skipping those in between. So when the live state is behind the snapshot, install its body
+        first. Returns whether it did. (Found by the fault test that kills at `snapshot.install`.)
+        """
+        current = self._current
+        if current is None or target.applied_index() >= current.header.index:
+            return False
+        self._check_header(current.header)
+        body = self._path.with_name(self._path.name + ".recover")
+        try:
+            extract_body(self._path, body)
+            state, snapshot = target.applied_index(), target.body_applied_index(body)
+            if snapshot <= state:  # the entries up to the header's index past `state` were no-ops
+                return False
+            log.warning("the state is at index %d, the snapshot on disk at %d (an install was interrupted): "
+                        "installing the snapshot before starting", state, snapshot)
+            target.install(body, current.header.index)
+            return True
+        finally:
+            body.unlink(missing_ok=True)
 
     # -- sender (method names and semantics are pysyncobj's) ---------------------------------------
 

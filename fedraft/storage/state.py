@@ -362,16 +362,25 @@ class StateStore:
         assert isinstance(read, SnapshotReadView)
         read.txn.abort()
 
-    def install(self, data_file: Path, index: int) -> None:
-        """Swap the live state for a received compact copy (already verified by the caller)."""
+    @staticmethod
+    def _probe(data_file: Path) -> tuple[int, bytes | None]:
+        """(applied index, cluster id) of a compact state copy."""
         probe = lmdb.open(str(data_file), subdir=False, readonly=True, lock=False, max_dbs=64)
         try:
             with probe.begin() as txn:
                 meta = probe.open_db(b"meta", txn=txn, create=False)
-                got = from_u64(txn.get(M_APPLIED, db=meta))
                 cid = txn.get(M_SEEDED, db=meta)
+                return from_u64(txn.get(M_APPLIED, db=meta)), bytes(cid) if cid is not None else None
         finally:
             probe.close()
+
+    def body_applied_index(self, data_file: Path) -> int:
+        """The applied index of a compact state copy (a snapshot body)."""
+        return self._probe(data_file)[0]
+
+    def install(self, data_file: Path, index: int) -> None:
+        """Swap the live state for a received compact copy (already verified by the caller)."""
+        got, cid = self._probe(data_file)
         # The state's applied index counts fedraft entries; the header names the Raft index, which may
         # be a later pysyncobj no-op.
         if got > index or cid != self.genesis.cluster_id:
