@@ -59,6 +59,11 @@ class FederationStub:
                 request_serializer=fedraft_dot_v1_dot_api__pb2.WatchRequest.SerializeToString,
                 response_deserializer=fedraft_dot_v1_dot_api__pb2.WatchEvent.FromString,
                 _registered_method=True)
+        self.ExportLog = channel.unary_stream(
+                '/fedraft.v1.Federation/ExportLog',
+                request_serializer=fedraft_dot_v1_dot_api__pb2.ExportLogRequest.SerializeToString,
+                response_deserializer=fedraft_dot_v1_dot_api__pb2.ExportLogChunk.FromString,
+                _registered_method=True)
 
 
 class FederationServicer:
@@ -94,6 +99,12 @@ class FederationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportLog(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +132,11 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=fedraft_dot_v1_dot_api__pb2.WatchRequest.FromString,
                     response_serializer=fedraft_dot_v1_dot_api__pb2.WatchEvent.SerializeToString,
+            ),
+            'ExportLog': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportLog,
+                    request_deserializer=fedraft_dot_v1_dot_api__pb2.ExportLogRequest.FromString,
+                    response_serializer=fedraft_dot_v1_dot_api__pb2.ExportLogChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +274,33 @@ class Federation:
             '/fedraft.v1.Federation/Watch',
             fedraft_dot_v1_dot_api__pb2.WatchRequest.SerializeToString,
             fedraft_dot_v1_dot_api__pb2.WatchEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fedraft.v1.Federation/ExportLog',
+            fedraft_dot_v1_dot_api__pb2.ExportLogRequest.SerializeToString,
+            fedraft_dot_v1_dot_api__pb2.ExportLogChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,7 @@ class Envelope(_message.Message):
     COMPARE_AND_SET_FIELD_NUMBER: _builtins.int
     BARRIER_FIELD_NUMBER: _builtins.int
     TICK_FIELD_NUMBER: _builtins.int
+    COSIGN_FIELD_NUMBER: _builtins.int
     GOVERNANCE_FIELD_NUMBER: _builtins.int
     PLACEMENT_FIELD_NUMBER: _builtins.int
     cluster_id: _builtins.bytes
@@ -84,6 +85,8 @@ class Envelope(_message.Message):
     @_builtins.property
     def tick(self) -> Global___Tick: ...
     @_builtins.property
+    def cosign(self) -> Global___Cosign: ...
+    @_builtins.property
     def governance(self) -> _governance_pb2.GovernanceCommand:
         """Each area keeps its commands in its own file (governance.proto, placement.proto)."""
 
@@ -101,14 +104,15 @@ class Envelope(_message.Message):
         compare_and_set: Global___CompareAndSet | None = ...,
         barrier: Global___Barrier | None = ...,
         tick: Global___Tick | None = ...,
+        cosign: Global___Cosign | None = ...,
         governance: _governance_pb2.GovernanceCommand | None = ...,
         placement: _placement_pb2.PlacementCommand | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["barrier", b"barrier", "command", b"command", "compare_and_set", b"compare_and_set", "delete", b"delete", "governance", b"governance", "placement", b"placement", "put", b"put", "tick", b"tick"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["barrier", b"barrier", "command", b"command", "compare_and_set", b"compare_and_set", "cosign", b"cosign", "delete", b"delete", "governance", b"governance", "placement", b"placement", "put", b"put", "tick", b"tick"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["barrier", b"barrier", "cluster_id", b"cluster_id", "command", b"command", "compare_and_set", b"compare_and_set", "delete", b"delete", "expires_at_ms", b"expires_at_ms", "governance", b"governance", "issued_at_ms", b"issued_at_ms", "placement", b"placement", "put", b"put", "request_id", b"request_id", "tick", b"tick"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["barrier", b"barrier", "cluster_id", b"cluster_id", "command", b"command", "compare_and_set", b"compare_and_set", "cosign", b"cosign", "delete", b"delete", "expires_at_ms", b"expires_at_ms", "governance", b"governance", "issued_at_ms", b"issued_at_ms", "placement", b"placement", "put", b"put", "request_id", b"request_id", "tick", b"tick"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["put", "delete", "compare_and_set", "barrier", "tick", "governance", "placement"]  # noqa: Y015
+    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["put", "delete", "compare_and_set", "barrier", "tick", "cosign", "governance", "placement"]  # noqa: Y015
     _WhichOneofArgType_command: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_command) -> _WhichOneofReturnType_command | None: ...
 
@@ -230,6 +234,43 @@ class Tick(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Tick: _TypeAlias = Tick  # noqa: Y015
+
+@_typing.final
+class Cosign(_message.Message):
+    """A node's signature over a checkpoint of the log (SPEC §4): the node applied entry `index` itself and
+    signs (cluster_id, index, chain_head, state_digest) with context fedraft/v1/cosign over the note
+    body of fedraft.crypto.checkpoint. Only nodes propose it, with request id sha256(node_id || "cosign"
+    || index)[:16] (D13).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    CHAIN_HEAD_FIELD_NUMBER: _builtins.int
+    STATE_DIGEST_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    chain_head: _builtins.bytes
+    """32 bytes: the hash-chain head after entry `index`"""
+    state_digest: _builtins.bytes
+    """32 bytes: the D18 digest of the state as of entry `index`"""
+    signature: _builtins.bytes
+    """64 bytes"""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        chain_head: _builtins.bytes = ...,
+        state_digest: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_head", b"chain_head", "index", b"index", "signature", b"signature", "state_digest", b"state_digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Cosign: _TypeAlias = Cosign  # noqa: Y015
 
 @_typing.final
 class LogEntry(_message.Message):
@@ -425,6 +466,76 @@ class RequestAuth(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RequestAuth: _TypeAlias = RequestAuth  # noqa: Y015
+
+@_typing.final
+class CheckpointRecord(_message.Message):
+    """A checkpoint as the replicated state stores it (database `checkpoints`, keyed by u64 index):
+    recorded by apply at every policy.checkpoint_interval-th index, cosigned by the nodes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    CHAIN_HEAD_FIELD_NUMBER: _builtins.int
+    STATE_DIGEST_FIELD_NUMBER: _builtins.int
+    COSIGNATURES_FIELD_NUMBER: _builtins.int
+    COMPLETE_INDEX_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    chain_head: _builtins.bytes
+    state_digest: _builtins.bytes
+    """of the state as of `index`, before this record was written"""
+    complete_index: _builtins.int
+    """the log index of the cosignature that made a majority; 0: not yet"""
+    @_builtins.property
+    def cosignatures(self) -> _containers.RepeatedCompositeFieldContainer[Global___Cosignature]:
+        """in the order they were applied"""
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        chain_head: _builtins.bytes = ...,
+        state_digest: _builtins.bytes = ...,
+        cosignatures: _abc.Iterable[Global___Cosignature] | None = ...,
+        complete_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_head", b"chain_head", "complete_index", b"complete_index", "cosignatures", b"cosignatures", "index", b"index", "state_digest", b"state_digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckpointRecord: _TypeAlias = CheckpointRecord  # noqa: Y015
+
+@_typing.final
+class Cosignature(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    LOG_INDEX_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    public_key: _builtins.bytes
+    """the node key that signed (the principal's key when it was applied)"""
+    signature: _builtins.bytes
+    log_index: _builtins.int
+    """where the Cosign entry is in the log"""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        public_key: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+        log_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["log_index", b"log_index", "node_id", b"node_id", "public_key", b"public_key", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Cosignature: _TypeAlias = Cosignature  # noqa: Y015
 
 @_typing.final
 class Principal(_message.Message):

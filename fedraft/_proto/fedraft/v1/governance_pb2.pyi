@@ -746,6 +746,7 @@ class PolicyRecord(_message.Message):
     PENDING_EXPIRY_MS_FIELD_NUMBER: _builtins.int
     MAX_VALIDITY_MS_FIELD_NUMBER: _builtins.int
     DATA_CLASSES_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_INTERVAL_FIELD_NUMBER: _builtins.int
     heartbeat_ms: _builtins.int
     missed_heartbeats: _builtins.int
     hysteresis_ms: _builtins.int
@@ -763,6 +764,8 @@ class PolicyRecord(_message.Message):
     weight_spread: _builtins.int
     pending_expiry_ms: _builtins.int
     max_validity_ms: _builtins.int
+    checkpoint_interval: _builtins.int
+    """Entries between signed checkpoints (SPEC §4); 0 (records from before it): the default."""
     @_builtins.property
     def latencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___LatencyRecord]: ...
     @_builtins.property
@@ -791,10 +794,11 @@ class PolicyRecord(_message.Message):
         pending_expiry_ms: _builtins.int = ...,
         max_validity_ms: _builtins.int = ...,
         data_classes: _abc.Iterable[Global___DataClassRecord] | None = ...,
+        checkpoint_interval: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_classes", b"data_classes", "drain_ms", b"drain_ms", "heartbeat_ms", b"heartbeat_ms", "hysteresis_ms", b"hysteresis_ms", "latencies", b"latencies", "max_moves_per_tick", b"max_moves_per_tick", "max_validity_ms", b"max_validity_ms", "missed_heartbeats", b"missed_heartbeats", "pending_expiry_ms", b"pending_expiry_ms", "preemption", b"preemption", "rebalance_threshold_pct", b"rebalance_threshold_pct", "return_window_ms", b"return_window_ms", "tick_interval_ms", b"tick_interval_ms", "weight_data_locality", b"weight_data_locality", "weight_free_capacity", b"weight_free_capacity", "weight_latency", b"weight_latency", "weight_preferred_region", b"weight_preferred_region", "weight_specialty", b"weight_specialty", "weight_spread", b"weight_spread"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_interval", b"checkpoint_interval", "data_classes", b"data_classes", "drain_ms", b"drain_ms", "heartbeat_ms", b"heartbeat_ms", "hysteresis_ms", b"hysteresis_ms", "latencies", b"latencies", "max_moves_per_tick", b"max_moves_per_tick", "max_validity_ms", b"max_validity_ms", "missed_heartbeats", b"missed_heartbeats", "pending_expiry_ms", b"pending_expiry_ms", "preemption", b"preemption", "rebalance_threshold_pct", b"rebalance_threshold_pct", "return_window_ms", b"return_window_ms", "tick_interval_ms", b"tick_interval_ms", "weight_data_locality", b"weight_data_locality", "weight_free_capacity", b"weight_free_capacity", "weight_latency", b"weight_latency", "weight_preferred_region", b"weight_preferred_region", "weight_specialty", b"weight_specialty", "weight_spread", b"weight_spread"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
