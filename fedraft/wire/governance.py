@@ -15,7 +15,12 @@ from fedraft.domain.commands import Command
 from fedraft.domain.governance import approvals as ap
 from fedraft.domain.governance import commands as gc
 from fedraft.domain.governance.pairing import Pairing
-from fedraft.domain.governance.policy import DEFAULT_DATA_CLASSES, DataClass, GovernancePolicy
+from fedraft.domain.governance.policy import (
+    DEFAULT_CHECKPOINT_INTERVAL,
+    DEFAULT_DATA_CLASSES,
+    DataClass,
+    GovernancePolicy,
+)
 from fedraft.domain.placement.model import Latency, Policy, Trust, Weights
 from fedraft.domain.roles import Role
 from fedraft.errors import DecodeError
@@ -181,7 +186,8 @@ def policy_to_pb(policy: GovernancePolicy) -> gpb.PolicyRecord:
         pending_expiry_ms=policy.pending_expiry_ms, max_validity_ms=policy.max_validity_ms,
         # Written only once they differ from the defaults: a record from before data classes reads the same.
         data_classes=([gpb.DataClassRecord(name=dc.name, level=dc.level.label) for dc in policy.data_classes]
-                      if policy.data_classes != DEFAULT_DATA_CLASSES else []))
+                      if policy.data_classes != DEFAULT_DATA_CLASSES else []),
+        checkpoint_interval=policy.checkpoint_interval)
 
 
 def policy_from_pb(r: gpb.PolicyRecord) -> GovernancePolicy:
@@ -193,4 +199,5 @@ def policy_from_pb(r: gpb.PolicyRecord) -> GovernancePolicy:
                        tick_interval_ms=r.tick_interval_ms, preemption=r.preemption, weights=weights,
                        latencies=tuple(Latency(lat.region_a, lat.region_b, lat.ms) for lat in r.latencies))
     classes = tuple(sorted(DataClass(dc.name, _trust(dc.level)) for dc in r.data_classes))
-    return GovernancePolicy(placement, r.pending_expiry_ms, r.max_validity_ms, classes or DEFAULT_DATA_CLASSES)
+    return GovernancePolicy(placement, r.pending_expiry_ms, r.max_validity_ms, classes or DEFAULT_DATA_CLASSES,
+                            r.checkpoint_interval or DEFAULT_CHECKPOINT_INTERVAL)

@@ -20,6 +20,7 @@ from fedraft.domain.placement.model import Latency, Policy, Trust, Weights
 from fedraft.domain.validity import DEFAULT_MAX_VALIDITY_MS
 
 DEFAULT_PENDING_EXPIRY_MS = 60 * 60 * 1000
+DEFAULT_CHECKPOINT_INTERVAL = 1000  # entries between signed checkpoints (SPEC §4)
 MAX_SETTINGS = 64
 LATENCY_PREFIX = "latency/"
 MAX_LATENCIES = 256
@@ -47,6 +48,7 @@ class GovernancePolicy:
     pending_expiry_ms: int = DEFAULT_PENDING_EXPIRY_MS  # a critical operation not approved by then expires
     max_validity_ms: int = DEFAULT_MAX_VALIDITY_MS      # longest envelope window (SPEC D3)
     data_classes: tuple[DataClass, ...] = DEFAULT_DATA_CLASSES  # sorted by name
+    checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL  # a signed checkpoint every this many log indexes
 
     def data_class(self, name: str) -> DataClass | None:
         return next((dc for dc in self.data_classes if dc.name == name), None)
@@ -73,6 +75,8 @@ SETTINGS: dict[str, Setting] = {
     **{f"weights.{f.name}": Setting(0, 1_000) for f in fields(Weights)},
     "pending_expiry_ms": Setting(60_000, 7 * _DAY),
     "max_validity_ms": Setting(10_000, _HOUR),
+    # Each checkpoint costs a full scan of the state (its digest) and one Cosign per node: at least 16.
+    "checkpoint_interval": Setting(16, 10_000_000),
 }
 LATENCY = Setting(0, 600_000)
 
@@ -193,6 +197,7 @@ def describe(policy: GovernancePolicy) -> tuple[tuple[str, str], ...]:
     items = [(k, _text(getattr(p, k))) for k in SETTINGS if k in _PLACEMENT_FIELDS]
     items += [(f"weights.{f.name}", _text(getattr(p.weights, f.name))) for f in fields(Weights)]
     items += [("pending_expiry_ms", str(policy.pending_expiry_ms)), ("max_validity_ms", str(policy.max_validity_ms))]
+    items += [("checkpoint_interval", str(policy.checkpoint_interval))]
     items += [(f"{LATENCY_PREFIX}{lat.region_a}/{lat.region_b}", str(lat.ms)) for lat in p.latencies]
     items += [(f"{CLASS_PREFIX}{dc.name}", dc.level.label) for dc in policy.data_classes]
     return tuple(sorted(items))

@@ -98,3 +98,11 @@ def test_which_commands_are_critical() -> None:
     assert not any(cls.CRITICAL for cls in (*gc.VOTES, gc.PairOffer, gc.PairAccept))
     assert gc.removed_keys(gc.RotateKey(KID, KEY)) == gc.removed_keys(gc.RevokePrincipal(KID)) == {KID}
     assert gc.removed_keys(gc.RetirePool("x")) == frozenset()
+
+
+def test_checkpoint_interval_is_a_policy_key() -> None:
+    assert GovernancePolicy().checkpoint_interval == 1000
+    changed = apply_settings(GovernancePolicy(), (("checkpoint_interval", "64"),))
+    assert isinstance(changed, GovernancePolicy) and changed.checkpoint_interval == 64
+    assert dict(describe(changed))["checkpoint_interval"] == "64"
+    assert "16.." in str(settings_problem((("checkpoint_interval", "8"),)))
