@@ -16,6 +16,7 @@ from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from fedraft import failpoints
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
+from fedraft.consensus import checkpoints
 from fedraft.consensus.handlers import ApplyContext, EntryScope, dispatch
 from fedraft.consensus.validation import Checked, Refused, check_envelope
 from fedraft.crypto.chain import next_head
@@ -95,7 +96,8 @@ class Applier:
     def apply(self, index: int, slot_term: int, signed_entry: bytes) -> AppliedEntry | None:
         """Apply the entry at `index`; None if it was applied before (replay after restart)."""
         st = self.store.writer()
-        if index <= st.applied_index:
+        prev_applied = st.applied_index
+        if index <= prev_applied:
             return None
         summaries: list[EnvelopeSummary | None] = []
         results, requests = self._apply_entry(st, index, slot_term, signed_entry, summaries)
@@ -103,6 +105,7 @@ class Applier:
         st.archive_put(index, signed_entry)
         st.set_meta_bytes(M_HEAD, next_head(st.chain_head, signed_entry))
         st.set_meta_int(M_APPLIED, index)
+        checkpoints.record_if_due(st, index, prev_applied)
         summaries += [None] * (len(results) - len(summaries))  # an entry rejected as a whole
         return AppliedEntry(index, results, requests, summaries)
 

@@ -69,6 +69,18 @@ class Tick(Command):
     due_ms: int = 0
 
 
+@dataclass(frozen=True)
+class Cosign(Command):
+    """A node's signature over the checkpoint at `index` (SPEC §4): nodes only, never critical."""
+
+    NAME: ClassVar[str] = "cosign"
+    ROLES: ClassVar[frozenset[Role]] = NODE_ONLY
+    index: int
+    chain_head: bytes
+    state_digest: bytes
+    signature: bytes
+
+
 RegistryCommand = Put | Delete | CompareAndSet
 REGISTRY_COMMANDS = (Put, Delete, CompareAndSet)
 

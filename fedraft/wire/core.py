@@ -28,6 +28,8 @@ FROM_PB: dict[str, Callable[[pb.Envelope], c.Command]] = {
     "compare_and_set": _cas,
     "barrier": lambda env: c.Barrier(env.barrier.sequence),
     "tick": lambda env: c.Tick(env.tick.due_ms),
+    "cosign": lambda env: c.Cosign(env.cosign.index, bytes(env.cosign.chain_head), bytes(env.cosign.state_digest),
+                                   bytes(env.cosign.signature)),
 }
 
 
@@ -59,10 +61,17 @@ def _tick_to(cmd: c.Command, env: pb.Envelope) -> None:
     env.tick.due_ms = cmd.due_ms
 
 
+def _cosign_to(cmd: c.Command, env: pb.Envelope) -> None:
+    assert isinstance(cmd, c.Cosign)
+    env.cosign.CopyFrom(pb.Cosign(index=cmd.index, chain_head=cmd.chain_head, state_digest=cmd.state_digest,
+                                  signature=cmd.signature))
+
+
 TO_PB: dict[type[c.Command], Callable[[c.Command, pb.Envelope], None]] = {
     c.Put: _put_to,
     c.Delete: _delete_to,
     c.CompareAndSet: _cas_to,
     c.Barrier: _barrier_to,
     c.Tick: _tick_to,
+    c.Cosign: _cosign_to,
 }

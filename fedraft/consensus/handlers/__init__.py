@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
-from fedraft.consensus.handlers import approvals, catalog, core, governance, memory, placement
+from fedraft.consensus.handlers import approvals, catalog, checkpoint, core, governance, memory, placement
 from fedraft.consensus.handlers.context import ApplyContext, EntryScope, Rule, TickContext
 from fedraft.domain import commands as c
 from fedraft.storage.state import StateTxn
@@ -30,7 +30,7 @@ def _tick(ctx: ApplyContext, _command: c.Command) -> pb.Result:
 
 
 RULES: dict[type[c.Command], Rule] = {**core.RULES, **governance.RULES, **placement.RULES, **catalog.RULES,
-                                      **memory.RULES, c.Tick: Rule(_tick)}
+                                      **memory.RULES, **checkpoint.RULES, c.Tick: Rule(_tick)}
 
 
 def execute(ctx: ApplyContext, command: c.Command) -> pb.Result:
