@@ -12,16 +12,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedraft._proto.fedraft.v1 import governance_pb2 as gpb
 from fedraft._proto.fedraft.v1 import placement_pb2 as ppb
 from fedraft.consensus.applier import AppliedEntry
-from fedraft.consensus.engine import RaftEngine
 from fedraft.domain.outcome import Code
 from fedraft.service.audit import RefusedRequest
 from fedraft.storage.governance_schema import PENDING
 from fedraft.storage.placement_schema import POOLS, WORKLOADS
+
+if TYPE_CHECKING:  # importing the engine patches pysyncobj: only a node process should
+    from fedraft.consensus.engine import RaftEngine
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,13 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedraft import __version__
-from fedraft.consensus.engine import RaftEngine
 from fedraft.service.metrics import EXTRA_HINT, NodeMetrics
+
+if TYPE_CHECKING:  # importing the engine patches pysyncobj: only a node process should
+    from fedraft.consensus.engine import RaftEngine
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ import pytest
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
 from fedraft._proto.fedraft.v1 import placement_pb2 as ppb
 from fedraft.consensus.applier import AppliedEntry, EnvelopeSummary
-from fedraft.consensus.engine import EngineTuning
 from fedraft.domain.placement.model import Gpu, Inventory, Phase, Placement, Pool, Worker, Workload, WorkloadSpec
 from fedraft.service.audit import RefusedRequest
 from fedraft.service.metrics import (
@@ -38,6 +37,11 @@ METRIC_NAMES = ("fedraft_raft_term", "fedraft_raft_leader_changes_total", "fedra
                 "fedraft_apply_lag_entries", "fedraft_requests_rejected_total", "fedraft_placements_total",
                 "fedraft_pools_total", "fedraft_pool_health", "fedraft_pool_gpus", "fedraft_pool_workloads",
                 "fedraft_pending_critical", "fedraft_lockdown")
+
+
+@dataclass
+class FakeTuning:
+    election_max_s: float = 2.0
 
 
 @dataclass
@@ -72,7 +76,7 @@ class FakeEngine:
     snapshots: FakeSnapshots = field(default_factory=FakeSnapshots)
     last_apply_monotonic: float = field(default_factory=time.monotonic)
     transport: FakeTransport = field(default_factory=FakeTransport)
-    tuning: EngineTuning = field(default_factory=EngineTuning)
+    tuning: FakeTuning = field(default_factory=FakeTuning)
 
     def in_lockdown(self) -> bool:
         return self.lockdown
