@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.summary(doc))
     if not args.no_docs:
         args.docs.parent.mkdir(parents=True, exist_ok=True)
-        args.docs.write_text(report.render(args.out))
+        previous = args.docs.read_text() if args.docs.exists() else ""
+        args.docs.write_text(report.render(args.out, previous))
         log(f"regenerated {args.docs}")
     failed = [name for name, r in doc["results"].items() if r.get("error")]
     if failed:

@@ -87,7 +87,7 @@ class EtcdCluster:
         def find() -> int | None:
             for i, p in enumerate(self.procs):
                 if p.poll() is not None:
-                    raise RuntimeError(f"etcd {MEMBERS[i]} exited with {p.returncode}:\n"
+                    raise procs.ChildExited(f"etcd {MEMBERS[i]} exited with {p.returncode}:\n"
                                        f"{procs.tail(self.root / f'{MEMBERS[i]}.log')}")
             for i in range(3):
                 try:
@@ -127,16 +127,13 @@ def run(params: dict[str, Any], work: Path, log: Callable[[str], None]) -> dict[
             before = cluster.status(leader)
             ref = ("bench.commit_etcd", "client_factory",
                    {"url": cluster.client_urls[leader], "value_size": params["value_size"]})
-            cpu0: list[float] = []
-
-            def on_start(cpu0: list[float] = cpu0) -> None:
-                cpu0.extend(procs.cpu_seconds(cluster.procs))
-
-            raw = run_processes(ref, clients=clients, procs=1, ops=level["ops"], warmup=params["warmup"],
-                                max_seconds=params["max_seconds"], key_prefix=f"bench/c{clients}", on_start=on_start)
-            cpu1 = procs.cpu_seconds(cluster.procs)
+            cpu = procs.CpuWindow(cluster.procs)
+            raw = run_processes(ref, clients=clients, procs=params.get("client_procs", 1) or 1, ops=level["ops"],
+                                warmup=params["warmup"], max_seconds=params["max_seconds"],
+                                key_prefix=f"bench/c{clients}", on_start=cpu.start)
+            cpu.stop()
             after = cluster.status(leader)
-            row = summarize_run(raw, clients, [b - a for a, b in zip(cpu0, cpu1, strict=True)], list(MEMBERS))
+            row = summarize_run(raw, clients, cpu.nodes, list(MEMBERS), cpu.machine)
             row["leader"] = MEMBERS[leader]
             if after["raftTerm"] != before["raftTerm"]:
                 row["term_changed"] = {"before": before["raftTerm"], "after": after["raftTerm"]}

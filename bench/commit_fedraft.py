@@ -74,7 +74,7 @@ class Federation:
         def find() -> str | None:
             for p, node in zip(self.procs, NODE_IDS, strict=True):
                 if p.poll() is not None:
-                    raise RuntimeError(f"node {node} exited with {p.returncode}:\n{self.log_tail(node)}")
+                    raise procs.ChildExited(f"node {node} exited with {p.returncode}:\n{self.log_tail(node)}")
             for node in NODE_IDS:
                 try:
                     s = self.status(node)
@@ -128,21 +128,23 @@ def run(params: dict[str, Any], work: Path, log: Callable[[str], None]) -> dict[
             nprocs = level.get("client_procs") or client_processes(clients, params.get("client_procs", 0))
             leader = fed.leader()
             terms_before = fed.terms()
-            cpu0: list[float] = []
+            cpu = procs.CpuWindow(fed.procs)
             commit0: list[int] = []
 
-            def on_start(leader: str = leader, cpu0: list[float] = cpu0, commit0: list[int] = commit0) -> None:
-                cpu0.extend(procs.cpu_seconds(fed.procs))
+            def on_start(leader: str = leader, cpu: procs.CpuWindow = cpu, commit0: list[int] = commit0) -> None:
                 commit0.append(int(fed.status(leader).commit_index))
+                cpu.start()
 
             raw = run_processes(ref, clients=clients, procs=nprocs, ops=level["ops"], warmup=params["warmup"],
                                 max_seconds=params["max_seconds"], key_prefix=f"/settings/bench/c{clients}p{nprocs}",
                                 on_start=on_start)
-            cpu1 = procs.cpu_seconds(fed.procs)
+            cpu.stop()
             entries = int(fed.status(leader).commit_index) - commit0[0]
-            row = summarize_run(raw, clients, [b - a for a, b in zip(cpu0, cpu1, strict=True)], list(NODE_IDS))
+            row = summarize_run(raw, clients, cpu.nodes, list(NODE_IDS), cpu.machine)
             row["leader"] = leader
-            row["layout"] = f"{nprocs} process{'es' if nprocs > 1 else ''} x {clients // nprocs} threads"
+            threads = clients // nprocs
+            row["layout"] = (f"{nprocs} process{'es' if nprocs > 1 else ''} x "
+                             f"{threads} thread{'s' if threads > 1 else ''}{' each' if nprocs > 1 else ''}")
             if level.get("extra"):
                 row["extra"] = True  # a layout comparison, not one of the main concurrency levels
             # Raft log entries committed in the measured window: the leader batches envelopes into entries.

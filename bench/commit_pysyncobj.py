@@ -131,7 +131,7 @@ class Cluster:
             raise TimeoutError(f"pysyncobj node {i} did not answer {what!r} within {timeout:.0f} s")
         line = p.stdout.readline()
         if not line:
-            raise RuntimeError(f"pysyncobj node {i} exited ({p.poll()}):\n{procs.tail(self.root / f'n{i}.log')}")
+            raise procs.ChildExited(f"pysyncobj node {i} exited ({p.poll()}):\n{procs.tail(self.root / f'n{i}.log')}")
         return json.loads(line)  # type: ignore[no-any-return]
 
     def leader(self, timeout: float = 60.0) -> int:
@@ -182,13 +182,14 @@ def run_variant(name: str, batch: bool, params: dict[str, Any], work: Path,
                                  "warmup": params["warmup"], "max_seconds": params["max_seconds"],
                                  "key_prefix": f"bench/c{clients}", "value_size": params["value_size"]},
                         timeout=300)  # the first answer comes once the warm-up is done
-            cpu0 = procs.cpu_seconds(cluster.procs)
+            cpu = procs.CpuWindow(cluster.procs)
+            cpu.start()
             raw = cluster.answer(leader, "run", params["max_seconds"] + 60)
-            cpu1 = procs.cpu_seconds(cluster.procs)
+            cpu.stop()
             after = cluster.ask(leader, {"cmd": "status"})
             raw["cpu_s"] = 0.0  # the clients run inside the leader: its CPU below includes theirs
-            row = summarize_run(raw, clients, [b - a for a, b in zip(cpu0, cpu1, strict=True)],
-                                [f"n{i}" + ("*" if i == leader else "") for i in range(3)])
+            row = summarize_run(raw, clients, cpu.nodes, [f"n{i}" + ("*" if i == leader else "") for i in range(3)],
+                                cpu.machine)
             row["cpu"]["loadgen_cores"] = None
             row["cpu"]["note"] = "clients are threads in the leader (*), whose CPU includes theirs"
             row["leader"] = f"n{leader}"

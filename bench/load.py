@@ -187,7 +187,7 @@ def run_processes(ref: FactoryRef, *, clients: int, procs: int, ops: int, warmup
 
 
 def summarize_run(raw: dict[str, Any], clients: int, node_cpu_s: list[float] | None,
-                  node_names: list[str] | None = None) -> dict[str, Any]:
+                  node_names: list[str] | None = None, machine_busy_s: float | None = None) -> dict[str, Any]:
     """One concurrency level's row: throughput, latency, errors and where the CPU went."""
     from bench.stats import summarize
 
@@ -203,5 +203,9 @@ def summarize_run(raw: dict[str, Any], clients: int, node_cpu_s: list[float] | N
         names = node_names or [f"node{i}" for i in range(len(node_cpu_s))]
         cpu["node_cores"] = {n: round(c / wall_s, 2) for n, c in zip(names, node_cpu_s, strict=True)}
         cpu["total_cores"] = round((raw["cpu_s"] + sum(node_cpu_s)) / wall_s, 2)
+        if machine_busy_s is not None:
+            # Everything else the machine did meanwhile: other users' processes, kernel work, our own parent.
+            cpu["machine_busy_cores"] = round(machine_busy_s / wall_s, 2)
+            cpu["other_cores"] = round(max(0.0, machine_busy_s - raw["cpu_s"] - sum(node_cpu_s)) / wall_s, 2)
     row["cpu"] = cpu
     return row

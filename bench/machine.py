@@ -76,6 +76,15 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent busy since boot (/proc/stat: everything but idle and iowait)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0
+    return (sum(fields) - fields[3] - fields[4]) / CLK_TCK
+
+
 def busy_processes(sample_s: float = 0.5, threshold: float = 0.10) -> list[dict[str, object]]:
     """Processes (other than this one) using more than `threshold` of a core over a short sample."""
     def snapshot() -> dict[int, float]:

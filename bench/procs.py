@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from bench.machine import proc_cpu_seconds
+from bench.machine import machine_busy_seconds, proc_cpu_seconds
 
 T = TypeVar("T")
 PR_SET_PDEATHSIG = 1
@@ -95,6 +95,27 @@ def cpu_seconds(procs: Sequence[subprocess.Popen[bytes]]) -> list[float]:
     return [proc_cpu_seconds(p.pid) for p in procs]
 
 
+class CpuWindow:
+    """CPU seconds of the given processes and of the whole machine between `start()` and `stop()`."""
+
+    def __init__(self, procs: Sequence[subprocess.Popen[bytes]]) -> None:
+        self.procs = list(procs)
+        self.nodes: list[float] = []
+        self.machine = 0.0
+
+    def start(self) -> None:
+        self.nodes = [-c for c in cpu_seconds(self.procs)]
+        self.machine = -machine_busy_seconds()
+
+    def stop(self) -> None:
+        self.nodes = [a + b for a, b in zip(self.nodes, cpu_seconds(self.procs), strict=True)]
+        self.machine += machine_busy_seconds()
+
+
+class ChildExited(RuntimeError):
+    """A node process is gone: waiting longer cannot help (`wait_for` re-raises it at once)."""
+
+
 def wait_for(condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
@@ -103,6 +124,8 @@ def wait_for(condition: Callable[[], T | None], timeout: float, what: str, inter
             value = condition()
             if value:
                 return value
+        except ChildExited:
+            raise
         except Exception as exc:
             last = exc
         time.sleep(interval)
