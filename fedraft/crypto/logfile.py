@@ -18,7 +18,8 @@ What `verify_log` checks, with the genesis as the root of trust (pass the expect
 file's own genesis is trusted and the report says so):
 - every entry: decodes; signed by a genesis voter node (context fedraft/v1/entry) that it names as
   leader; terms never go back; one signer per term (D10); indexes increase, and a gap (pysyncobj's
-  own no-op entries are not archived) only where a new term may have started one per term;
+  own no-op entries are not archived: its initial one at index 1, then one at the start of each
+  leader's term) only where a new term may have started one per term;
 - the same signed entry never appears twice;
 - every envelope: signed (fedraft/v1/envelope) by a key of the exported principals table that was
   added before that index, for this cluster. The table is the one as of the export, with each key's
@@ -314,7 +315,8 @@ def _check_entries(genesis: Genesis, principals: _Principals, raw_entries: list[
     heads: dict[int, bytes] = {}
     seen: dict[bytes, int] = {}
     head = GENESIS_HEAD
-    prev_index, prev_term, term_leader, prev_time = 0, 0, "", 0
+    # Index 1 is always pysyncobj's initial no-op (term 0); no fedraft entry is ever there.
+    prev_index, prev_term, term_leader, prev_time = 1, 0, "", 0
     for index, raw in raw_entries:
         problem = report.problems.append
         if index <= prev_index:
