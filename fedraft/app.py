@@ -19,7 +19,9 @@ from fedraft.config import NodeConfig, check_node_against_genesis
 from fedraft.consensus.engine import EngineTuning, RaftEngine
 from fedraft.consensus.journal import LmdbJournal
 from fedraft.consensus.peer_transport import GrpcTransport, RejoinGuard
+from fedraft.cosigner import Cosigner
 from fedraft.crypto.keyfile import load_private_key
+from fedraft.crypto.signing import Signer
 from fedraft.errors import ConfigError, OperatorError
 from fedraft.inventory.select import open_inventory
 from fedraft.service.alerts import AlertDispatcher, AlertTargets
@@ -90,6 +92,7 @@ class FedraftNode:
         self.server: grpc.Server | None = None
         self.health = health.HealthServicer()
         self.agent: PoolAgent | None = None
+        self.cosigner: Cosigner | None = None
         self.local: LocalStore | None = None
         self.recorder: LocalRecorder | None = None
         self.alerts: AlertDispatcher | None = None
@@ -156,6 +159,7 @@ class FedraftNode:
         self._start_api()
         self._start_probes()
         self._start_agent(voter_pool=self.genesis.voter(cfg.node_id).pool)  # type: ignore[union-attr]
+        self._start_cosigner()
         log.info("node %s up: api %s, peers %s, cluster %s", cfg.node_id, cfg.api_listen, cfg.peer_listen,
                  self.genesis.cluster_id.hex()[:16])
 
@@ -253,7 +257,23 @@ class FedraftNode:
         self.agent = PoolAgent(client, PoolIdentity(voter_pool, cfg.region, cfg.tier, cfg.labels), inventory)
         self.agent.start()
 
+    def _start_cosigner(self) -> None:
+        """Signed checkpoints (SPEC §4): cosign the checkpoints this node applied, through the leader."""
+        cfg = self.cfg
+        assert self.engine is not None and self.store is not None
+        endpoints = [cfg.api_listen, *(p.address for p in cfg.api_peers)]
+        client = Client(endpoints, self.identity, self.ca_pem, self.genesis.cluster_id, timeout=10.0,
+                        attempt_timeout=2.0)
+        self.cosigner = Cosigner(client, self.store, cfg.node_id, Signer(self.identity), self.genesis.cluster_id,
+                                 floor=self.engine.snapshots.snapshot_index or 0)
+        self.engine.add_apply_listener(self.cosigner.on_applied)
+        self.engine.add_snapshot_listener(self.cosigner.on_snapshot)
+        self.cosigner.start()
+
     def stop(self, grace: float = 2.0) -> None:
+        if self.cosigner is not None:
+            self.cosigner.stop()
+            self.cosigner.client.close()
         if self.agent is not None:
             self.agent.stop()
             self.agent.client.close()
