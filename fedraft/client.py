@@ -562,6 +562,28 @@ class Client:
         return replace(base, code=Code.OK, message="", verified=True, signer=signer.name, hits=hits,
                        truncated=answer.truncated, handler=answer.handler)
 
+    def export_log(self, *, timeout: float = 600.0) -> Iterator[bytes]:
+        """The log export (fedraft.crypto.logfile format) of the first node that serves it, in chunks.
+
+        One node's applied state at one index; a stream that fails part way raises (never mixed)."""
+        request = api.ExportLogRequest().SerializeToString()
+        last_error = "no endpoint answered"
+        for endpoint in self.endpoints:
+            metadata = ((AUTH_HEADER, sign_request(self.signer, self.cluster_id, "ExportLog", request)),)
+            call: Any = self._channel(endpoint).unary_stream(SERVICE + "ExportLog", None, None)(
+                request, metadata=metadata, timeout=timeout)
+            started = False
+            try:
+                for raw in call:
+                    started = True
+                    yield bytes(api.ExportLogChunk.FromString(raw).data)
+                return
+            except grpc.RpcError as exc:
+                if started or exc.code() not in RETRYABLE:
+                    raise RequestFailed(exc.code(), f"{exc.code().name}: {exc.details()}") from None
+                last_error = f"{endpoint}: {exc.code().name}: {exc.details()}"
+        raise Unavailable(f"no node served the log export (last: {last_error})")
+
     def status(self, endpoint: str, *, include_digest: bool = False, signed: bool = True,
                timeout: float = 2.0) -> api.StatusResponse:
         raw = self.call(endpoint, "Status", api.StatusRequest(include_digest=include_digest).SerializeToString(),

@@ -44,6 +44,7 @@ COMMAND_MODULES: list[str] = [
     "fedraft.cli.recover_cmd",
     "fedraft.cli.watch_cmd",
     "fedraft.cli.quorum",
+    "fedraft.cli.log_cmd",
 ]
 
 EXAMPLES = """examples:

@@ -9,6 +9,7 @@ RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED); per-envelope outcomes are Results in the
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -27,6 +28,7 @@ from fedraft.domain import registry
 from fedraft.service.audit import RefusedRequest
 from fedraft.service.auth import AuthError, RequestVerifier
 from fedraft.service.watch import Compacted, HubStopped, Overflow, TooManyStreams, WatchHub
+from fedraft.storage.log_export import chunked, export_records
 from fedraft.storage.state import record_to_pb
 
 log = logging.getLogger(__name__)
@@ -321,6 +323,22 @@ class FederationService:
         finally:
             stream.close()
 
+    # ----- ExportLog -----
+    def export_log(self, raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        """The log with its checkpoints as this node applied it (fedraft.crypto.logfile format).
+
+        Written to a temporary file under one read transaction first, so that a slow reader never
+        holds the state (a snapshot install waits for readers), then streamed from the file."""
+        self._authenticate("ExportLog", raw, context)
+        self._parse(api.ExportLogRequest(), raw, context)
+        with tempfile.TemporaryFile(prefix="fedraft-export-") as spool:
+            with self.store.read() as st:
+                for part in chunked(export_records(st, self.engine.genesis.raw)):
+                    spool.write(part)
+            spool.seek(0)
+            while block := spool.read(1 << 20):
+                yield api.ExportLogChunk(data=block).SerializeToString()
+
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         def unary(fn: Any) -> grpc.RpcMethodHandler[Any, Any]:
             method = fn.__name__.capitalize()
@@ -349,4 +367,4 @@ class FederationService:
 
         return grpc.method_handlers_generic_handler(SERVICE, {
             "Propose": unary(self.propose), "Get": unary(self.get), "List": unary(self.list),
-            "Status": unary(self.status), "Watch": stream(self.watch)})
+            "Status": unary(self.status), "Watch": stream(self.watch), "ExportLog": stream(self.export_log)})
