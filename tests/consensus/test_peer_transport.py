@@ -260,15 +260,8 @@ def keys() -> Federation:
     return make_federation()
 
 
-def test_three_nodes_elect_a_leader_and_replicate(keys: Federation, monkeypatch: pytest.MonkeyPatch) -> None:
-    # This test drives plain pysyncobj (a pickled @replicated counter) over our transport. Importing
-    # fedraft.consensus.engine anywhere earlier in the session closes pysyncobj's pickle path for the
-    # whole process (as it must in a node), so give this test the real module back for its duration.
-    import pickle
-
-    import pysyncobj.syncobj as ps
-
-    monkeypatch.setattr(ps, "pickle", pickle)
+@pytest.mark.usefixtures("real_pysyncobj_pickle")  # plain pysyncobj: a pickled @replicated counter
+def test_three_nodes_elect_a_leader_and_replicate(keys: Federation) -> None:
     fed = Federation(ca=keys.ca, cluster_id=keys.cluster_id, nodes=keys.nodes,
                      ports={n: free_port() for n in keys.nodes})
     flushes = {n: 0 for n in fed.nodes}

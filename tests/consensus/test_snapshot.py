@@ -414,6 +414,7 @@ def test_stream_protocol_misuse(tmp_path: Path, leader: tuple[SnapshotSerializer
 # -- a single pysyncobj node on LmdbJournal and SnapshotSerializer ---------------------------------
 
 
+@pytest.mark.usefixtures("real_pysyncobj_pickle")  # plain pysyncobj with a pickled @replicated method
 def test_pysyncobj_keeps_entries_acknowledged_after_a_snapshot_across_a_crash(tmp_path: Path) -> None:
     """Crash after SUCCESS but before the journal truncation is durable: nothing after the snapshot
     may be lost (the owner aligns the journal at start-up; pysyncobj then keeps it)."""
