@@ -23,11 +23,14 @@ def _log(c: FaultCluster, node: str) -> str:
     return (c.config(node).parent / "node.log").read_text(errors="replace")
 
 
-def _restart_each_when_killed(c: FaultCluster, point: str, timeout: float = 150.0) -> int:
+def _restart_each_when_killed(c: FaultCluster, point: str, timeout: float = 150.0,
+                              armed: list[str] | None = None) -> int:
+    """Wait until every armed node died at `point`, restarting each unarmed as soon as it did."""
+    armed = list(c.node_ids) if armed is None else armed
     killed: set[str] = set()
 
     def step() -> bool:
-        for n in c.node_ids:
+        for n in armed:
             if n in killed:
                 continue
             code = c.procs[n].poll()
@@ -38,9 +41,9 @@ def _restart_each_when_killed(c: FaultCluster, point: str, timeout: float = 150.
             killed.add(n)
             c.procs.pop(n)
             c.start(n)  # unarmed
-        return len(killed) == len(c.node_ids)
+        return len(killed) == len(armed)
 
-    wait_for(step, timeout, 0.1, f"every node killed at {point}")
+    wait_for(step, timeout, 0.1, f"every armed node killed at {point}")
     return len(killed)
 
 
