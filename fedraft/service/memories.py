@@ -16,14 +16,13 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
 from fedraft._proto.fedraft.v1 import memory_pb2 as mpb
-from fedraft.consensus.engine import NotCommitted, RaftEngine
 from fedraft.crypto.request_auth import AUTH_HEADER
 from fedraft.crypto.sealing import OpenError, open_box
 from fedraft.crypto.signing import Identity
@@ -34,6 +33,9 @@ from fedraft.service.audit import RefusedRequest
 from fedraft.service.auth import AuthError, Caller, RequestVerifier
 from fedraft.service.fanout import REFUSAL_CODES, Refusal
 from fedraft.storage import governance_schema, memory_schema
+
+if TYPE_CHECKING:  # importing the engine patches pysyncobj's pickle for the whole process: only when used
+    from fedraft.consensus.engine import RaftEngine
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,8 @@ class MemoriesService:
         return min(MAX_WAIT_S, remaining) if remaining is not None else MAX_WAIT_S
 
     def _linearize(self, context: grpc.ServicerContext) -> None:
+        from fedraft.consensus.engine import NotCommitted
+
         e = self.engine
         if e.halted or e.in_lockdown() or not e.is_leader:
             why = (f"node halted: {e.halted}" if e.halted else "lockdown" if e.in_lockdown()

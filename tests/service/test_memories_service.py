@@ -26,6 +26,8 @@ from tests.consensus.test_placement_apply import Log
 from tests.helpers import make_federation
 from tests.service.test_fanout import FakeContext
 
+STALE = mpb.MEMORY_STALE  # a linearizable read would import the engine (it patches pysyncobj's pickle)
+
 
 @pytest.fixture()
 def log(tmp_path: Path) -> Log:
@@ -65,18 +67,20 @@ def refusal(*args: Any) -> tuple[Code, str]:
 
 def test_recipients_are_for_the_callers_pool(log: Log) -> None:
     fed = log.fed
-    r = call(service(log, "hq"), log, "Recipients", fed.admins["hq"], mpb.RecipientsRequest(data_class="internal"))
+    r = call(service(log, "hq"), log, "Recipients", fed.admins["hq"],
+             mpb.RecipientsRequest(data_class="internal", consistency=STALE))
     assert (r.pool, r.level, [(x.pool, x.trust) for x in r.recipients]) == \
         ("hq", "high", [("gpu-dc", "high"), ("hq", "self")])
     assert list(r.excluded) == ["cpu-branch: trusted at standard, below high"]
     assert bytes(r.recipients[0].public_key) == fed.nodes["gpu-dc"].public_key
     r = call(service(log, "hq"), log, "Recipients", fed.admins["cpu-branch"],
-             mpb.RecipientsRequest(data_class="public"))
+             mpb.RecipientsRequest(data_class="public", consistency=STALE))
     assert [x.pool for x in r.recipients] == ["cpu-branch", "hq"]  # cpu-branch's view: paired with hq only
     assert refusal(service(log, "hq"), log, "Recipients", fed.admins["gpu-dc"],
-                   mpb.RecipientsRequest(data_class="internal", key="plan"))[0] == Code.PERMISSION_DENIED
+                   mpb.RecipientsRequest(data_class="internal", key="plan", consistency=STALE))[0] \
+        == Code.PERMISSION_DENIED
     assert refusal(service(log, "hq"), log, "Recipients", fed.admins["hq"],
-                   mpb.RecipientsRequest(data_class="nope"))[0] == Code.NOT_FOUND
+                   mpb.RecipientsRequest(data_class="nope", consistency=STALE))[0] == Code.NOT_FOUND
 
 
 def test_read_gives_only_the_callers_pools_box(log: Log) -> None:
