@@ -18,7 +18,7 @@ from fedraft.client import Client
 from tests.faults.proxy import Proxy
 from tests.integration.cluster import Cluster, wait_for
 from tests.lin.checker import check
-from tests.lin.history import Workload, lost_writes
+from tests.lin.history import Workload, lost_writes, perform
 
 KEYS = [f"/routes/lin/{i}" for i in range(6)]
 
@@ -115,6 +115,13 @@ def run_with_workload(cluster: FaultCluster, name: str, fault: Callable[[Workloa
     finally:
         workload.stop(timeout=60)
     history = workload.history
+    # A final linearizable read of every checked key joins the history: a write lost after the fault
+    # makes it non-linearizable even if no worker read that key again.
+    final = cluster.client(timeout=30)
+    process = history.new_process()
+    for key in keys:
+        op = perform(final, history, process, "get", key, None, None)
+        assert op.outcome == "ok", f"final read of {key} failed"
     counts = history.counts()
     result = check(history.ops)
     assert result.ok, result.explain()

@@ -210,7 +210,15 @@ class Proxy:
             for link in self.links.values():
                 await link._close()
 
+        async def cancel_rest() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(close_all(), self.loop).result(10)
+            asyncio.run_coroutine_threadsafe(cancel_rest(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+        self.loop.close()

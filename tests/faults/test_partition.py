@@ -35,11 +35,14 @@ def test_partitioned_leader_then_heal(fault_cluster: FaultCluster) -> None:
 
     def fault(workload: Workload) -> int:
         term = c.status(old).term
+        cut_at = time.monotonic()
         c.isolate(old)
         new = c.leader_other_than(old)
         assert c.status(new).term > term
+        # The cut-off leader goes into lockdown (refuses writes) within raftMaxTimeout (SPEC D11).
+        wait_for(lambda: c.status(old).lockdown, 15, 0.1, f"{old} in lockdown")
+        assert time.monotonic() - cut_at < ELECTION_MAX_S + 2.0
         workload.wait_ops(40, timeout=90)  # the majority side keeps serving
-        assert c.status(old).lockdown  # the cut-off leader refuses writes (SPEC D11)
         c.heal()
         _rejoined(c, old)
         return 1
