@@ -57,9 +57,9 @@ class FaultCluster(Cluster):
         finally:
             self.proxy.close()
 
-    def worker_client(self) -> Client:
-        # Each worker has its own client; a write retries with the same request id for up to 20 s.
-        return self.client(timeout=20, attempt_timeout=2)
+    def worker_client(self, timeout: float = 20.0) -> Client:
+        # Each worker has its own client; a write retries with the same request id for up to `timeout`.
+        return self.client(timeout=timeout, attempt_timeout=2)
 
     def leader_other_than(self, old: str, timeout: float = 60.0) -> str:
         others = [n for n in self.node_ids if n != old and n in self.procs]
@@ -100,13 +100,13 @@ class Figures:
 
 def run_with_workload(cluster: FaultCluster, name: str, fault: Callable[[Workload], int], *,
                       threads: int = 4, before_ops: int = 20, after_ops: int = 30, seed: int = 0,
-                      keys: list[str] = KEYS) -> Figures:
+                      keys: list[str] = KEYS, client_timeout: float = 20.0) -> Figures:
     """Start clients, inject `fault` (it returns the number of faults it injected and waits for its own
     conditions), let clients make progress afterwards, then check the history and that no
     acknowledged write was lost (on the leader, linearizable, and on every node, stale)."""
     started = time.monotonic()
     term_before = cluster.status(cluster.leader()).term
-    workload = Workload(cluster.worker_client, keys, threads=threads, seed=seed)
+    workload = Workload(lambda: cluster.worker_client(client_timeout), keys, threads=threads, seed=seed)
     workload.start()
     try:
         workload.wait_ops(before_ops, timeout=60)

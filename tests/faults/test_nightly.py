@@ -39,18 +39,18 @@ def test_many_rounds_of_partitions_on_random_nodes(fault_cluster: FaultCluster, 
     rng = random.Random(seed)
 
     def fault(workload: Workload) -> int:
-        rounds = 8
+        rounds = 20
         for _ in range(rounds):
             victim = rng.choice([c.leader(), *c.node_ids])
             mode = rng.choice(["blackhole", "drop"])
             c.isolate(victim, mode)
             c.leader_other_than(victim)
-            workload.wait_ops(15, timeout=90)
+            workload.wait_ops(40, timeout=90)
             c.heal()
             _rejoined_all(c)
         return rounds
 
-    run_with_workload(c, f"8 partitions of random nodes (seed {seed})", fault, threads=6, keys=MORE_KEYS,
+    run_with_workload(c, f"20 partitions of random nodes (seed {seed})", fault, threads=6, keys=MORE_KEYS,
                       seed=seed, after_ops=60)
 
 

@@ -89,3 +89,29 @@ def test_leader_stopped_for_three_election_timeouts_then_continued(fault_cluster
         return 1
 
     run_with_workload(c, f"leader SIGSTOPped {3 * ELECTION_MAX_S:.0f} s, then SIGCONT", fault)
+
+
+def test_quorum_lost_then_restored(fault_cluster: FaultCluster) -> None:
+    """Both followers stopped: nothing can commit, so writes in flight end with an unknown outcome
+    (clients give up after 4 s); some of them commit once the followers continue."""
+    c = fault_cluster
+    c.start_all()
+    leader = c.leader()
+    followers = [n for n in c.node_ids if n != leader]
+
+    def fault(workload: Workload) -> int:
+        unknown_before = workload.history.counts()["info"]
+        for n in followers:
+            c.pause(n)
+        try:
+            wait_for(lambda: c.status(leader).lockdown, 15, 0.1, f"{leader} in lockdown")
+            wait_for(lambda: workload.history.counts()["info"] >= unknown_before + 4, 60, 0.1,
+                     "writes with an unknown outcome")
+        finally:
+            for n in followers:
+                c.resume(n)
+        c.leader()
+        return 1
+
+    figures = run_with_workload(c, "both followers SIGSTOPped (no quorum), then SIGCONT", fault, client_timeout=4.0)
+    assert figures.unknown >= 4
