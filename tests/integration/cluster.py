@@ -152,5 +152,5 @@ class Cluster:
         for n in self.node_ids:
             path = self.config(n).parent / "node.log"
             if path.exists():
-                out.append(f"--- {n} ---\n" + path.read_text(errors="replace")[-4000:])
+                out.append(f"--- {n} ---\n" + path.read_text(errors="replace")[-8000:])
         return "\n".join(out)

@@ -57,3 +57,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+    # A failing test on the module's shared cluster shows the node logs as of the failure.
+    funcargs = getattr(item, "funcargs", {})
+    if rep.when == "call" and rep.failed and isinstance(funcargs.get("shared_cluster"), Cluster):
+        rep.sections.append(("node logs (shared cluster)", funcargs["shared_cluster"].logs()))
