@@ -36,6 +36,7 @@ INTERVAL = 16
 # index -> (term, leader). Not archived: pysyncobj's initial no-op at index 1 (term 0) and its leaders'
 # no-ops at the start of terms 1 and 2 (indexes 2 and 21).
 LAYOUT = {i: (1, "hq") for i in range(3, 21)} | {i: (2, "gpu-dc") for i in range(22, 41)}
+TERM_STARTS = {3, 22}
 
 
 class Log:
@@ -132,7 +133,10 @@ def _flip_entry_bytes(fed: Fed, records: list[Record], index: int, stride: int) 
         tampered = [*records[:pos], Record(ENTRY, bytes(changed), 0), *records[pos + 1:]]
         report = verify_log(_build(tampered), fed.cluster_id)
         assert not report.ok, (index, i)
-        assert report.first_bad == index, (index, i, [str(p) for p in report.problems])
+        # A flipped index label of a term's first entry leaves its index empty next to the new leader's
+        # no-op: the first of the two is named (see test_a_dropped_entry_is_found_at_its_index).
+        expected = {index - 1, index} if i < 8 and index in TERM_STARTS else {index}
+        assert report.first_bad in expected, (index, i, [str(p) for p in report.problems])
 
 
 def test_every_flipped_byte_of_an_entry_is_found_at_that_entry(exported: tuple[Fed, bytes]) -> None:
