@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.machine import machine_busy_seconds
 from bench.stats import ms, percentile, rate
 
 
@@ -76,9 +77,18 @@ def ed25519(min_seconds: float) -> dict[str, Any]:
 def run(params: dict[str, Any], work: Path, log: Callable[[str], None]) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     n = params["fsync_n"]
+    busy0, own0, t0 = machine_busy_seconds(), _own_cpu(), time.monotonic()
     f = sync_latency(work, n, append=True)
     d = sync_latency(work, n, append=False)
     e = ed25519(params["crypto_seconds"])
+    wall = max(time.monotonic() - t0, 1e-9)
+    # Other processes' CPU meanwhile (they may also be syncing the same disk): a warning sign.
+    other = round(max(0.0, (machine_busy_seconds() - busy0) - (_own_cpu() - own0)) / wall, 2)
     log(f"physical: fsync p50 {f['p50_ms']} ms p99 {f['p99_ms']} ms; fdatasync p50 {d['p50_ms']} ms "
         f"p99 {d['p99_ms']} ms; Ed25519 sign {e['sign']['ops_per_s']:.0f}/s verify {e['verify']['ops_per_s']:.0f}/s")
-    return {"system": "physical", "fsync_append": f, "fdatasync_overwrite": d, "ed25519": e}
+    return {"system": "physical", "fsync_append": f, "fdatasync_overwrite": d, "ed25519": e, "other_cores": other}
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system

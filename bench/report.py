@@ -194,6 +194,9 @@ def _mode_section(path: Path, doc: dict[str, Any]) -> list[str]:
             if row.get("term_changed"):
                 problems.append(f"- {name} at {row['clients']} clients: leader term changed during the run "
                                 f"{row['term_changed']}")
+    phys_other = (res.get("physical") or {}).get("other_cores")
+    if phys_other is not None and phys_other > OTHER_LOAD_WARN:
+        problems.append(f"- physical: other processes used {phys_other:.2f} cores during the probes")
     if problems:
         out += ["### Problems in this run", "", *problems, ""]
     return out
