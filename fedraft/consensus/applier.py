@@ -25,6 +25,7 @@ from fedraft.domain.commands import Barrier, Tick
 from fedraft.domain.outcome import Code
 from fedraft.domain.validity import effective_time
 from fedraft.errors import SignatureError
+from fedraft.storage import log_schema
 from fedraft.storage.state import (
     M_APPLIED,
     M_APPLY_VERSION,
@@ -92,6 +93,7 @@ class Applier:
         self.genesis = store.genesis
         self.cluster_id = store.genesis.cluster_id
         self._voter_by_key = {key_id_of(v.public_key): v for v in self.genesis.voters}
+        self._rejected: str | None = None  # why the entry being applied was rejected as a whole
 
     def apply(self, index: int, slot_term: int, signed_entry: bytes) -> AppliedEntry | None:
         """Apply the entry at `index`; None if it was applied before (replay after restart)."""
@@ -100,7 +102,10 @@ class Applier:
         if index <= prev_applied:
             return None
         summaries: list[EnvelopeSummary | None] = []
+        self._rejected = None
         results, requests = self._apply_entry(st, index, slot_term, signed_entry, summaries)
+        if self._rejected is not None:  # kept for the export: the archive does not carry slot terms
+            log_schema.put_rejected(st, index, slot_term, self._rejected)
         failpoints.hit("apply.entry")
         st.archive_put(index, signed_entry)
         st.set_meta_bytes(M_HEAD, next_head(st.chain_head, signed_entry))
@@ -112,6 +117,7 @@ class Applier:
     def _reject_all(self, entry: pb.LogEntry | None, index: int,
                     why: str) -> tuple[list[pb.Result], list[tuple[bytes, bytes] | None]]:
         log.warning("entry %d rejected as a whole: %s", index, why)
+        self._rejected = why
         count = len(entry.envelopes) if entry is not None else 0
         return ([_result(Code.UNAVAILABLE, f"entry rejected: {why}", index, i) for i in range(count)],
                 [None for _ in range(count)])

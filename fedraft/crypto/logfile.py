@@ -7,19 +7,23 @@ File format, version 1: the 8 bytes b"FRLOG\\x00v1", then records, each
     1 GENESIS      the genesis file's bytes as written (sha256 of them is the cluster id)
     2 PRINCIPAL    a fedraft.v1.Principal: the principals table as of the exported index, one each
     3 ENTRY        u64 Raft index | the signed entry's bytes exactly as archived
+    7 REJECTED     u64 index | u64 slot term | reason: an entry apply rejected as a whole (D10)
     4 CHECKPOINT   a fedraft.v1.CheckpointRecord (chain head, state digest, cosignatures)
     5 HEAD         u64 applied index | 32-byte chain head, as the exporting node has them (a claim)
     6 END          u64 number of records before it (a cut file is detected)
 
-in that order: one GENESIS first, then PRINCIPALs, ENTRYs in increasing index, CHECKPOINTs in
-increasing index, one HEAD, one END, nothing after it. Every payload is bounded.
+in that order: one GENESIS first, then PRINCIPALs, ENTRYs in increasing index, REJECTEDs,
+CHECKPOINTs in increasing index, one HEAD, one END, nothing after it. Every payload is bounded.
 
 What `verify_log` checks, with the genesis as the root of trust (pass the expected cluster id, or the
 file's own genesis is trusted and the report says so):
 - every entry: decodes; signed by a genesis voter node (context fedraft/v1/entry) that it names as
   leader; terms never go back; one signer per term (D10); indexes increase, and a gap (pysyncobj's
   own no-op entries are not archived: its initial one at index 1, then one at the start of each
-  leader's term) only where a new term may have started one per term;
+  leader's term) only where a new term may have started one per term. An entry apply rejected as a
+  whole because it was signed in an earlier term than its log slot's (a leader that lost and regained
+  leadership while the entry waited in pysyncobj's queue) is exported with its slot term, and checked
+  against that term;
 - the same signed entry never appears twice;
 - every envelope: signed (fedraft/v1/envelope) by a key of the exported principals table that was
   added before that index, for this cluster. The table is the one as of the export, with each key's
@@ -59,9 +63,9 @@ from fedraft.domain.genesis import Genesis, GenesisError, parse_genesis
 from fedraft.errors import DecodeError, SignatureError
 
 MAGIC = b"FRLOG\x00v1"
-GENESIS, PRINCIPAL, ENTRY, CHECKPOINT, HEAD, END = 1, 2, 3, 4, 5, 6
+GENESIS, PRINCIPAL, ENTRY, CHECKPOINT, HEAD, END, REJECTED = 1, 2, 3, 4, 5, 6, 7
 KIND_NAMES = {GENESIS: "genesis", PRINCIPAL: "principal", ENTRY: "entry", CHECKPOINT: "checkpoint", HEAD: "head",
-              END: "end"}
+              END: "end", REJECTED: "rejected"}
 MAX_RECORD_BYTES = 16 << 20
 _HEADER = struct.Struct(">BI")
 _U64 = struct.Struct(">Q")
@@ -75,6 +79,10 @@ def encode_record(kind: int, payload: bytes) -> bytes:
 
 def entry_payload(index: int, signed_entry: bytes) -> bytes:
     return _U64.pack(index) + signed_entry
+
+
+def rejected_payload(index: int, slot_term: int, reason: str) -> bytes:
+    return _U64.pack(index) + _U64.pack(slot_term) + reason.encode()
 
 
 def head_payload(index: int, head: bytes) -> bytes:
@@ -181,12 +189,13 @@ class _Parsed:
     genesis_raw: bytes = b""
     principals: list[pb.Principal] = field(default_factory=list)
     entries: list[tuple[int, bytes]] = field(default_factory=list)
+    rejected: dict[int, tuple[int, str]] = field(default_factory=dict)  # index -> (slot term, reason)
     checkpoints: list[pb.CheckpointRecord] = field(default_factory=list)
     head: tuple[int, bytes] | None = None
     end: int | None = None
 
 
-_ORDER = {GENESIS: 0, PRINCIPAL: 1, ENTRY: 2, CHECKPOINT: 3, HEAD: 4, END: 5}
+_ORDER = {GENESIS: 0, PRINCIPAL: 1, ENTRY: 2, REJECTED: 3, CHECKPOINT: 4, HEAD: 5, END: 6}
 
 
 def _parse(data: bytes, report: Report) -> _Parsed | None:
@@ -209,6 +218,13 @@ def _parse(data: bytes, report: Report) -> _Parsed | None:
                 if len(rec.payload) < _U64.size:
                     raise DecodeError(f"entry record too short at byte {rec.offset}")
                 out.entries.append((_U64.unpack_from(rec.payload)[0], rec.payload[_U64.size:]))
+            elif rec.kind == REJECTED:
+                if len(rec.payload) < 2 * _U64.size:
+                    raise DecodeError(f"rejected record too short at byte {rec.offset}")
+                index, slot_term = _U64.unpack_from(rec.payload)[0], _U64.unpack_from(rec.payload, _U64.size)[0]
+                if index in out.rejected:
+                    raise DecodeError(f"entry {index} is listed as rejected twice")
+                out.rejected[index] = (slot_term, rec.payload[2 * _U64.size:].decode(errors="replace"))
             elif rec.kind == CHECKPOINT:
                 out.checkpoints.append(pb.CheckpointRecord.FromString(rec.payload))
             elif rec.kind == HEAD:
@@ -287,7 +303,7 @@ def verify_log(data: bytes, expected_cluster_id: bytes | None = None) -> Report:
     else:
         report.warnings.append("no expected cluster id given: the genesis inside the file was trusted")
     principals = _Principals(genesis, parsed.principals, report)
-    entries, heads = _check_entries(genesis, principals, parsed.entries, report)
+    entries, heads = _check_entries(genesis, principals, parsed.entries, parsed.rejected, report)
     _check_checkpoints(genesis, principals, parsed.checkpoints, entries, heads, report)
     if parsed.head is not None:
         index, head = parsed.head
@@ -308,6 +324,7 @@ def verify_log(data: bytes, expected_cluster_id: bytes | None = None) -> Report:
 
 
 def _check_entries(genesis: Genesis, principals: _Principals, raw_entries: list[tuple[int, bytes]],
+                   rejected: dict[int, tuple[int, str]],
                    report: Report) -> tuple[dict[int, _Entry], dict[int, bytes]]:
     voters = {key_id_of(v.public_key): v for v in genesis.voters}
     cluster_id = genesis.cluster_id
@@ -354,31 +371,43 @@ def _check_entries(genesis: Genesis, principals: _Principals, raw_entries: list[
         e.term, e.signer, e.time_ms = entry.term, voter.node_id if voter else "", entry.leader_time_ms
         # D10 and the shape of a Raft log: terms never go back, one leader per term, and the only
         # indexes not archived are pysyncobj's no-ops, one at the start of each new leader's term.
+        # An entry apply rejected for its term is placed by its slot's term, which the export carries.
+        slot = entry.term
+        if index in rejected:
+            slot, why = rejected[index]
+            if entry.term >= slot:
+                problem(Problem(index, f"listed as rejected ({why}) but its term {entry.term} is not below its "
+                                       f"slot's term {slot}"))
+            report.warnings.append(f"index {index}: rejected at apply as a whole ({why}); nothing of it applied")
         missing = index - prev_index - 1
-        if entry.term < prev_term:
-            problem(Problem(index, f"term {entry.term} after term {prev_term}"))
-        elif entry.term == prev_term:
+        if slot < prev_term:
+            problem(Problem(index, f"term {slot} after term {prev_term}"))
+        elif slot == prev_term:
             if e.signer and term_leader and e.signer != term_leader:
                 problem(Problem(index, f"a second node ({e.signer}) signed in term {entry.term} of {term_leader}"))
             if missing:
                 problem(Problem(prev_index + 1, f"{missing} entr{'y' if missing == 1 else 'ies'} missing inside "
-                                                f"term {entry.term} (indexes {prev_index + 1}..{index - 1})"))
-            elif e.time_ms < prev_time:
+                                                f"term {slot} (indexes {prev_index + 1}..{index - 1})"))
+            elif e.time_ms < prev_time and index not in rejected:
                 report.warnings.append(f"index {index}: the leader's clock went back within term {entry.term}")
                 report.clock_back.append((prev_index, index))
         else:
-            if missing > entry.term - prev_term:
+            if missing > slot - prev_term:
                 # At most one no-op per new term; which of the missing indexes held no-ops cannot be
                 # told, so the first of them is named.
                 problem(Problem(prev_index + 1,
                                 f"{missing} indexes missing between {prev_index} and {index}, more than the "
-                                f"{entry.term - prev_term} new term(s) could explain with their leaders' no-ops"))
+                                f"{slot - prev_term} new term(s) could explain with their leaders' no-ops"))
             term_leader = e.signer
-        prev_index, prev_term, prev_time = index, max(prev_term, entry.term), e.time_ms
+        prev_index, prev_term, prev_time = index, max(prev_term, slot), e.time_ms
         report.last_index = index
         for ordinal, env_signed in enumerate(entry.envelopes):
             report.envelopes += 1
             _check_envelope(principals, cluster_id, index, ordinal, env_signed, e, report)
+        if index in rejected:
+            e.cosigns = []  # nothing of a rejected entry applied
+    for index in sorted(set(rejected) - set(entries)):
+        report.problems.append(Problem(index, f"entry {index} is listed as rejected but not exported"))
     report.head = head
     return entries, heads
 

@@ -1,8 +1,8 @@
 """Writing the log export (fedraft.crypto.logfile format) from a node's replicated state (SPEC §4).
 
 Everything comes from one read transaction, so the export is one consistent applied index: the
-genesis, the principals table, every archived signed entry, every checkpoint with its cosignatures,
-and the node's chain head.
+genesis, the principals table, every archived signed entry, the entries apply rejected as a whole with
+their slot terms, every checkpoint with its cosignatures, and the node's chain head.
 """
 
 from __future__ import annotations
@@ -13,9 +13,20 @@ from pathlib import Path
 
 import lmdb
 
-from fedraft.crypto.logfile import CHECKPOINT, ENTRY, GENESIS, HEAD, PRINCIPAL, LogWriter, entry_payload, head_payload
+from fedraft.crypto.logfile import (
+    CHECKPOINT,
+    ENTRY,
+    GENESIS,
+    HEAD,
+    PRINCIPAL,
+    REJECTED,
+    LogWriter,
+    entry_payload,
+    head_payload,
+    rejected_payload,
+)
 from fedraft.errors import ConfigError, OperatorError
-from fedraft.storage import checkpoint_schema
+from fedraft.storage import checkpoint_schema, log_schema
 from fedraft.storage.state import M_SEEDED, REPLICATED_DBS, StateTxn
 
 CHUNK_BYTES = 1 << 20
@@ -30,6 +41,8 @@ def export_records(st: StateTxn, genesis_raw: bytes) -> Iterator[bytes]:
         yield w.record(PRINCIPAL, raw)
     for index, raw in st.archive_iter():
         yield w.record(ENTRY, entry_payload(index, raw))
+    for index, slot_term, reason in log_schema.rejected(st):
+        yield w.record(REJECTED, rejected_payload(index, slot_term, reason))
     for record in checkpoint_schema.records(st):
         yield w.record(CHECKPOINT, record.SerializeToString(deterministic=True))
     yield w.record(HEAD, head_payload(st.applied_index, st.chain_head))

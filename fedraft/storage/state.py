@@ -25,7 +25,14 @@ from fedraft.crypto.chain import GENESIS_HEAD
 from fedraft.domain.genesis import Genesis
 from fedraft.domain.registry import Record, Revision
 from fedraft.errors import InvariantBroken, OperatorError
-from fedraft.storage import catalog_schema, checkpoint_schema, governance_schema, memory_schema, placement_schema
+from fedraft.storage import (
+    catalog_schema,
+    checkpoint_schema,
+    governance_schema,
+    log_schema,
+    memory_schema,
+    placement_schema,
+)
 
 if TYPE_CHECKING:
     from fedraft.consensus.snapshot import SnapshotRead
@@ -34,7 +41,8 @@ if TYPE_CHECKING:
 # its own databases in its schema module.
 CORE_DBS = (b"archive", b"dedup", b"dedup_exp", b"meta", b"principals", b"registry")
 REPLICATED_DBS = tuple(sorted({*CORE_DBS, *governance_schema.DBS, *placement_schema.DBS, *catalog_schema.DBS,
-                                *memory_schema.DBS, *checkpoint_schema.DBS}))
+                                *memory_schema.DBS, *checkpoint_schema.DBS,
+                                *log_schema.DBS}))
 
 M_APPLIED = b"applied_index"
 M_HEAD = b"chain_head"

@@ -17,10 +17,12 @@ from fedraft.crypto.logfile import (
     END,
     ENTRY,
     MAGIC,
+    REJECTED,
     Record,
     encode_record,
     entry_payload,
     read_records,
+    rejected_payload,
     verify_log,
 )
 from fedraft.crypto.signing import CTX_ENTRY, Identity, Signer
@@ -269,3 +271,38 @@ def test_the_export_round_trips_through_a_file(exported: tuple[Fed, bytes], tmp_
     path = tmp_path / "log.frlog"
     path.write_bytes(data)
     assert verify_log(path.read_bytes(), fed.cluster_id).ok
+
+
+def test_an_entry_signed_in_an_earlier_term_than_its_slot_verifies_as_rejected(tmp_path: Path) -> None:
+    """A leader that lost and regained leadership while an entry waited in pysyncobj's queue appends it
+    in a later term: apply rejects it as a whole (D10); the export carries its slot term (found by the
+    flapping-link fault test)."""
+    fed = make_federation()
+    store = StateStore(tmp_path / "state", fed.genesis, map_size=64 << 20)
+    applier = Applier(store)
+
+    def put(index: int, term: int, slot_term: int) -> None:
+        env = build_envelope(Signer(fed.admins["hq"]), fed.cluster_id, c.Put(f"/routes/k{index}", b"v"),
+                             now_ms=T0 + index)
+        assert applier.apply(index, slot_term, sign_entry(fed, "hq", term, [env], T0 + index)) is not None
+        store.commit()
+
+    for index in range(3, 11):
+        put(index, 1, 1)
+    put(12, 1, 3)  # index 11: hq's no-op of term 3; 12 was signed in term 1
+    for index in range(13, 16):
+        put(index, 3, 3)
+    with store.read() as st:
+        data = b"".join(export_records(st, fed.genesis.raw))
+    report = verify_log(data, fed.cluster_id)
+    assert report.ok, [str(p) for p in report.problems]
+    assert any("index 12: rejected at apply" in w for w in report.warnings)
+
+    records = _records(data)
+    stripped = [r for r in records if r.kind != REJECTED]
+    assert verify_log(_build(stripped), fed.cluster_id).first_bad == 11
+    claimed = [*records[:-3], Record(REJECTED, rejected_payload(13, 3, "entry term 3 != log slot term 3"), 0),
+               *records[-3:]]
+    claimed.sort(key=lambda r: {2: 1, 3: 2, 7: 3, 4: 4, 5: 5, 6: 6}.get(r.kind, 0))
+    report = verify_log(_build(claimed), fed.cluster_id)
+    assert report.first_bad == 13, [str(p) for p in report.problems]
