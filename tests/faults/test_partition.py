@@ -21,11 +21,12 @@ ELECTION_MAX_S = SLOW_RAFT["election_max_ms"] / 1000
 
 
 def _rejoined(c: FaultCluster, node: str, timeout: float = 60.0) -> None:
+    """`node` is part of the cluster again: it leads, or follows the leader and has caught up."""
     def back() -> bool:
         leader = c.leader()
         s = c.status(node)
-        return node != leader and s.leader_id == leader and s.applied_index >= c.status(leader).applied_index - 5
-    wait_for(back, timeout, 0.2, f"{node} following the leader again")
+        return s.leader_id == leader and s.applied_index >= c.status(leader).applied_index - 5
+    wait_for(back, timeout, 0.2, f"{node} back in the cluster")
 
 
 def test_partitioned_leader_then_heal(fault_cluster: FaultCluster) -> None:
