@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedraft.client import Client
+from fedraft.crypto.logfile import verify_log
 from tests.faults.proxy import Proxy
 from tests.integration.cluster import Cluster, wait_for
 from tests.lin.checker import check
@@ -139,6 +140,9 @@ def run_with_workload(cluster: FaultCluster, name: str, fault: Callable[[Workloa
         endpoint = cluster.endpoint(node)
         lost_here = lost_writes(workload.acked, lambda key, e=endpoint: read(key, e))
         assert not lost_here, (node, lost_here)
+    # The log the fault left behind verifies offline (signatures, D10, gaps, chain).
+    report = verify_log(b"".join(reader.export_log()), cluster.layout.cluster_id)
+    assert report.ok, [str(p) for p in report.problems]
     figures = Figures(name, faults, result.operations, counts["ok"], counts["info"], len(workload.acked.versions)
                       + sum(1 for op in history.ops if op.outcome == "ok" and op.kind != "get"
                             and op.output is not None and op.output[0] == "ok"),
