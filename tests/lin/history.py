@@ -173,7 +173,7 @@ class Workload:
         assert not self._errors, self._errors
 
     def wait_ops(self, count: int, timeout: float = 60.0) -> None:
-        """Wait until `count` more operations completed (ok/fail) than when called."""
+        """Wait until `count` more operations completed with an output (ok) than when called."""
         start = self.completed()
         deadline = time.monotonic() + timeout
         while self.completed() < start + count:
