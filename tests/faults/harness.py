@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedraft.client import Client
+from fedraft.crypto.keyfile import load_private_key
 from fedraft.crypto.logfile import verify_log
 from tests.faults.proxy import Proxy
 from tests.integration.cluster import Cluster, wait_for
@@ -22,6 +23,7 @@ from tests.lin.checker import check
 from tests.lin.history import Workload, lost_writes, perform
 
 KEYS = [f"/routes/lin/{i}" for i in range(6)]
+DURABLE_PREFIX = "/routes/durable/"  # the put-only keys of tests.lin.history.Workload
 
 
 class FaultCluster(Cluster):
@@ -62,6 +64,13 @@ class FaultCluster(Cluster):
         # Each worker has its own client; a write retries with the same request id for up to `timeout`.
         return self.client(timeout=timeout, attempt_timeout=2)
 
+    def node_client(self, node: str) -> Client:
+        """A client of this one node only (STALE reads served by it)."""
+        c = Client([self.endpoint(node)], load_private_key(self.layout.admins[0].key), self.layout.ca_cert.read_bytes(),
+                   self.layout.cluster_id, timeout=30)
+        self._clients.append(c)
+        return c
+
     def leader_other_than(self, old: str, timeout: float = 60.0) -> str:
         others = [n for n in self.node_ids if n != old and n in self.procs]
         return self.leader(timeout, among=others)
@@ -101,13 +110,14 @@ class Figures:
 
 def run_with_workload(cluster: FaultCluster, name: str, fault: Callable[[Workload], int], *,
                       threads: int = 4, before_ops: int = 20, after_ops: int = 30, seed: int = 0,
-                      keys: list[str] = KEYS, client_timeout: float = 20.0) -> Figures:
+                      keys: list[str] = KEYS, client_timeout: float = 20.0, pause_s: float = 0.0) -> Figures:
     """Start clients, inject `fault` (it returns the number of faults it injected and waits for its own
     conditions), let clients make progress afterwards, then check the history and that no
     acknowledged write was lost (on the leader, linearizable, and on every node, stale)."""
     started = time.monotonic()
     term_before = cluster.status(cluster.leader()).term
-    workload = Workload(lambda: cluster.worker_client(client_timeout), keys, threads=threads, seed=seed)
+    workload = Workload(lambda: cluster.worker_client(client_timeout), keys, threads=threads, seed=seed,
+                        pause_s=pause_s)
     workload.start()
     try:
         workload.wait_ops(before_ops, timeout=60)
@@ -129,16 +139,17 @@ def run_with_workload(cluster: FaultCluster, name: str, fault: Callable[[Workloa
 
     reader = cluster.client(timeout=30)
 
-    def read(key: str, endpoint: str | None = None) -> int:
-        got = reader.get(key, stale=endpoint is not None, endpoint=endpoint)
-        return int(got.record.version) if got.found else 0
+    def versions(client: Client, stale: bool) -> dict[str, int]:
+        return {r.key: int(r.version) for r in client.list("registry", prefix=DURABLE_PREFIX, stale=stale)}
 
-    lost = lost_writes(workload.acked, read)
+    # Linearizable on the leader, then (after convergence) STALE on every node.
+    now = versions(reader, False)
+    lost = lost_writes(workload.acked, lambda key: now.get(key, 0))
     assert not lost, lost
     cluster.converged()
     for node in cluster.procs:
-        endpoint = cluster.endpoint(node)
-        lost_here = lost_writes(workload.acked, lambda key, e=endpoint: read(key, e))
+        here = versions(cluster.node_client(node), True)
+        lost_here = lost_writes(workload.acked, lambda key, h=here: h.get(key, 0))
         assert not lost_here, (node, lost_here)
     # The log the fault left behind verifies offline (signatures, D10, gaps, chain).
     report = verify_log(b"".join(reader.export_log()), cluster.layout.cluster_id)

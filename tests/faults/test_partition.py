@@ -68,7 +68,8 @@ def test_flapping_link_between_leader_and_a_follower(fault_cluster: FaultCluster
         _rejoined(c, follower)
         return c.proxy.links[link].stats.faults
 
-    run_with_workload(c, "flapping leader-follower link (1.5 s up, 2.5 s down)", fault)
+    # Paced clients, so that the checked operations spread over the whole flapping window.
+    run_with_workload(c, "flapping leader-follower link (1.5 s up, 2.5 s down)", fault, pause_s=0.05)
 
 
 def test_leader_stopped_for_three_election_timeouts_then_continued(fault_cluster: FaultCluster) -> None:
@@ -89,7 +90,7 @@ def test_leader_stopped_for_three_election_timeouts_then_continued(fault_cluster
         _rejoined(c, old)
         return 1
 
-    run_with_workload(c, f"leader SIGSTOPped {3 * ELECTION_MAX_S:.0f} s, then SIGCONT", fault)
+    run_with_workload(c, f"leader SIGSTOPped {3 * ELECTION_MAX_S:.0f} s, then SIGCONT", fault, pause_s=0.05)
 
 
 def test_quorum_lost_then_restored(fault_cluster: FaultCluster) -> None:
@@ -118,7 +119,7 @@ def test_quorum_lost_then_restored(fault_cluster: FaultCluster) -> None:
         return 1
 
     figures = run_with_workload(c, "both followers SIGSTOPped (no quorum), then SIGCONT", fault, client_timeout=4.0)
-    # Judged on the live history while the quorum was gone; the checked history is capped per key and
-    # may hold fewer of them. Either way the checker accepted every history and nothing acked was lost.
+    # Unknown outcomes counted while the quorum was gone (completed ones only: an operation still in
+    # flight is "pending"), and all of them are in the checked history.
     assert during and during[0] >= 4
-    assert figures.lost == 0
+    assert figures.unknown >= 4 and figures.lost == 0

@@ -48,7 +48,7 @@ class Op:
     key: str
     invoke: float
     complete: float | None = None
-    outcome: str = "info"     # ok, fail, info
+    outcome: str = "info"     # ok, fail, info (or pending: not completed yet, judged as info)
     value: bytes | None = None           # put, cas
     expected: int | None = None          # cas (required), delete (optional)
     output: tuple[Any, ...] | None = None
@@ -131,6 +131,8 @@ def prepare(ops: Iterable[Op]) -> dict[str, list[Op]]:
     """Per key: what the search considers (failed ops and unknown reads dropped), invocation order."""
     by_key: dict[str, list[Op]] = {}
     for op in ops:
+        if op.outcome == "pending":  # never completed: its outcome is unknown
+            op.outcome = "info"
         if op.outcome == "fail" or (op.outcome == "info" and op.kind == "get"):
             continue
         if op.outcome == "ok" and (op.complete is None or op.output is None):

@@ -37,7 +37,7 @@ class History:
 
     def invoke(self, process: int, kind: str, key: str, *, value: bytes | None = None,
                expected: int | None = None) -> Op:
-        op = Op(process, kind, key, time.monotonic(), value=value, expected=expected)
+        op = Op(process, kind, key, time.monotonic(), outcome="pending", value=value, expected=expected)
         with self._lock:
             op.id = len(self.ops)
             self.ops.append(op)
@@ -57,7 +57,7 @@ class History:
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            out = {"ok": 0, "fail": 0, "info": 0}
+            out = {"ok": 0, "fail": 0, "info": 0, "pending": 0}  # pending: invoked, not completed yet
             for op in self.ops:
                 out[op.outcome] += 1
             return out
@@ -173,7 +173,7 @@ class Workload:
         assert not self._errors, self._errors
 
     def wait_ops(self, count: int, timeout: float = 60.0) -> None:
-        """Wait until `count` more operations completed with an output (ok) than when called."""
+        """Wait until `count` more operations completed (see `completed`) than when called."""
         start = self.completed()
         deadline = time.monotonic() + timeout
         while self.completed() < start + count:
@@ -183,7 +183,10 @@ class Workload:
             self._stop.wait(0.05)
 
     def completed(self) -> int:
-        return sum(1 for op in list(self.history.ops) if op.outcome == "ok")
+        """Operations completed with an output, on checked keys and acknowledged put-only writes."""
+        with self.acked.lock:
+            durable = len(self.acked.versions)
+        return durable + sum(1 for op in list(self.history.ops) if op.outcome == "ok")
 
     def _take(self) -> bool:
         with self._issued_lock:
@@ -205,14 +208,15 @@ class Workload:
             for i in itertools.count():
                 if self._stop.is_set():
                     break
-                if self.durable_every and i % self.durable_every == self.durable_every - 1:
+                durable = bool(self.durable_every) and i % self.durable_every == self.durable_every - 1
+                if durable or not self._take():
+                    # Once the checked keys' budget is spent, only put-only keys: progress stays visible.
                     key = f"/routes/durable/{worker}/{durable_n}"
                     durable_n += 1
                     self._durable_put(client, key, f"w{worker}-{durable_n}".encode())
+                    if self.pause_s:
+                        self._stop.wait(rng.uniform(0, self.pause_s))
                     continue
-                if not self._take():
-                    self._stop.wait()  # the op budget is spent: idle until stopped
-                    break
                 key = rng.choice(self.keys)
                 kind = rng.choices(("get", "put", "cas", "delete"), (4, 3, 3, 1))[0]
                 value = f"{worker}-{next(self._counter)}".encode() if kind in ("put", "cas") else None
