@@ -114,6 +114,15 @@ class GrpcTransport(Transport):  # type: ignore[misc]
         links.on_frame = self._on_frame
         links.on_connected = self._on_connected
         links.on_disconnected = self._on_disconnected
+        # The node binds (and starts) its links before Raft exists, so a peer may have connected before
+        # these callbacks were set. pysyncobj sends append_entries only to peers it was told are
+        # connected: without this, such a peer would never hear the leader (it kept timing out and
+        # calling elections under load). A duplicate event is harmless; a later disconnect queues after.
+        for peer_id in self._nodes:
+            if links.connected(peer_id):
+                self._inbox.append((_CONNECTED, peer_id, None))
+        if self._inbox:
+            self._wake()
 
     # ----- pysyncobj Transport interface (tick thread unless noted) -----
 

@@ -288,3 +288,38 @@ def test_three_nodes_elect_a_leader_and_replicate(keys: Federation) -> None:
     finally:
         for node in nodes.values():
             node.destroy_synchronous()
+
+
+def test_a_peer_connected_before_the_adapter_is_announced_to_pysyncobj() -> None:
+    """The node starts its links before Raft: a peer that connected in between must still reach
+    pysyncobj's connected set, or a leader never sends it append_entries."""
+
+    class Links:
+        on_frame: Any = None
+        on_connected: Any = None
+        on_disconnected: Any = None
+
+        def connected(self, peer_id: str) -> bool:
+            return peer_id == "b"
+
+    class Poller:
+        def subscribe(self, *_a: Any) -> None:
+            pass
+
+        def unsubscribe(self, *_a: Any) -> None:
+            pass
+
+    class Sync:
+        _poller = Poller()
+
+        def addOnTickCallback(self, _cb: Any) -> None:
+            pass
+
+    transport = GrpcTransport(Sync(), Node("a"), [Node("b"), Node("c")], links=Links(),  # type: ignore[arg-type]
+                              before_release=lambda: None, raft_min_timeout=1.0)
+    announced: list[str] = []
+    transport.setOnNodeConnectedCallback(lambda node: announced.append(str(node.id)))
+    transport._drain()
+    assert announced == ["b"]
+    transport._links.stop = lambda *_a: None  # type: ignore[attr-defined]
+    transport.destroy()
