@@ -43,6 +43,7 @@ from fedraft.domain.placement import commands as pc
 from fedraft.domain.placement.model import Phase, Trust, WorkloadSpec
 from fedraft.domain.roles import Role
 from fedraft.errors import CallerError, ConfigError, DecodeError, FedraftError, SignatureError, Unavailable
+from fedraft.wire.collections import LIST_FIELDS
 
 SERVICE = "/fedraft.v1.Federation/"
 MEMORIES = "fedraft.v1.Memories"
@@ -240,16 +241,14 @@ class Client:
 
     def list(self, collection: str, *, prefix: str = "", stale: bool = False) -> list[Any]:
         """Every item of a collection, page by page (pages may come from different applied indexes)."""
-        field = {"registry": "records", "pools": "pools", "workloads": "workloads", "pairings": "pairings",
-                 "catalog": "catalog", "pending": "pending", "principals": "principals", "policy": "policy",
-                 "memories": "memories"}
-        if collection not in field:
-            raise CallerError(f"unknown collection {collection!r}")
+        field = LIST_FIELDS.get(collection)
+        if field is None:
+            raise CallerError(f"unknown collection {collection!r} (one of: {', '.join(sorted(LIST_FIELDS))})")
         items: list[Any] = []
         token = ""
         while True:
             page = self.list_page(collection, prefix=prefix, page_token=token, limit=1000, stale=stale)
-            items.extend(getattr(page, field[collection]))
+            items.extend(getattr(page, field))
             token = page.next_page_token
             if not token:
                 return items

@@ -30,6 +30,7 @@ from fedraft.service.auth import AuthError, RequestVerifier
 from fedraft.service.watch import Compacted, HubStopped, Overflow, TooManyStreams, WatchHub
 from fedraft.storage.log_export import chunked, export_records
 from fedraft.storage.state import record_to_pb
+from fedraft.wire.collections import LIST_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,12 @@ DEFAULT_WAIT_S = 10.0
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
+# collection name -> LMDB database; memories lists metadata only (the boxes are in memory_boxes)
+_COLLECTION_DBS = {"registry": b"registry", "pools": b"pools", "workloads": b"workloads", "pairings": b"pairings",
+                   "catalog": b"catalog", "pending": b"pending_ops", "principals": b"principals",
+                   "policy": b"policy", "memories": b"memories"}
 # collection name -> (LMDB database, ListResponse field)
-COLLECTIONS = {"registry": (b"registry", "records"), "pools": (b"pools", "pools"),
-               "workloads": (b"workloads", "workloads"), "pairings": (b"pairings", "pairings"),
-               "catalog": (b"catalog", "catalog"), "pending": (b"pending_ops", "pending"),
-               "principals": (b"principals", "principals"), "policy": (b"policy", "policy"),
-               "memories": (b"memories", "memories")}  # metadata only: the boxes are in memory_boxes
+COLLECTIONS = {name: (db, LIST_FIELDS[name]) for name, db in _COLLECTION_DBS.items()}
 # collections keyed by raw bytes: their prefix and page token are hex
 HEX_KEYED = frozenset({"principals"})
 

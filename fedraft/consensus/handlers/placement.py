@@ -322,10 +322,11 @@ def _pool_control(ctx: ApplyContext, command: c.Command) -> pb.Result:
         if pool.drain_started_ms is not None:
             return ctx.refuse(Code.ALREADY_EXISTS, f"pool {pool.id} is draining since {pool.drain_started_ms}")
         # A drained pool stays cordoned after its work has left, until an operator uncordons it.
-        drained, changed = orchestration.start_drain(pool, schema.workloads(ctx.st), ctx.now_ms)
+        before = {w.id: w for w in schema.workloads(ctx.st)}
+        drained, changed = orchestration.start_drain(pool, before.values(), ctx.now_ms)
         updated = replace(drained, cordoned=True)
         for w in changed:
-            _save_workload(ctx, schema.get_workload(ctx.st, w.id), w)
+            _save_workload(ctx, before[w.id], w)
     _save_pool(ctx, updated)
     return ctx.result()
 
