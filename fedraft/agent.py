@@ -66,11 +66,12 @@ class PoolAgent:
         except InventoryError as exc:
             log.warning("inventory of pool %s does not read (%s); sending a heartbeat only", self.identity.pool, exc)
             inv = None
+        current = fingerprint(inv) if inv is not None else None
         try:
-            if inv is not None and fingerprint(inv) != self._reported:
+            if inv is not None and current != self._reported:
                 i = self.identity
                 self.client.report_inventory(ReportInventory(i.pool, inv, i.region, i.tier, i.labels))
-                self._reported = fingerprint(inv)
+                self._reported = current
                 log.info("pool %s: reported inventory (%d workers, %d healthy GPUs)", i.pool, len(inv.workers),
                          inv.gpu_count)
             else:
