@@ -31,12 +31,17 @@ class _Consistency:
 class _ConsistencyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Consistency.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     LINEARIZABLE: _Consistency.ValueType  # 0
+    """by the leader, after a committed read barrier; UNAVAILABLE elsewhere or in lockdown"""
     STALE: _Consistency.ValueType  # 1
+    """by any node from its applied state, with the applied index (possibly old)"""
 
-class Consistency(_Consistency, metaclass=_ConsistencyEnumTypeWrapper): ...
+class Consistency(_Consistency, metaclass=_ConsistencyEnumTypeWrapper):
+    """How a read is served (SPEC §2)."""
 
 LINEARIZABLE: Consistency.ValueType  # 0
+"""by the leader, after a committed read barrier; UNAVAILABLE elsewhere or in lockdown"""
 STALE: Consistency.ValueType  # 1
+"""by any node from its applied state, with the applied index (possibly old)"""
 Global___Consistency: _TypeAlias = Consistency  # noqa: Y015
 
 @_typing.final
@@ -46,7 +51,7 @@ class ProposeRequest(_message.Message):
     ENVELOPES_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
     wait: _builtins.bool
-    """wait for apply (default behaviour of the client)"""
+    """not read: the leader always waits for the results, up to the call's"""
     @_builtins.property
     def envelopes(self) -> _containers.RepeatedCompositeFieldContainer[_entries_pb2.Signed]:
         """each Signed(body = Envelope)"""
@@ -89,6 +94,8 @@ Global___ProposeResponse: _TypeAlias = ProposeResponse  # noqa: Y015
 
 @_typing.final
 class GetRequest(_message.Message):
+    """One registry key (SPEC D8: only under /routes/ and /settings/)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
@@ -120,11 +127,15 @@ class GetResponse(_message.Message):
     SERVED_BY_FIELD_NUMBER: _builtins.int
     found: _builtins.bool
     applied_index: _builtins.int
+    """the serving node's applied index when it read"""
     applied_age_ms: _builtins.int
     """STALE: time since this node last applied an entry"""
     served_by: _builtins.str
+    """node id"""
     @_builtins.property
-    def record(self) -> _entries_pb2.RegistryRecord: ...
+    def record(self) -> _entries_pb2.RegistryRecord:
+        """value, version, create and mod revisions (set when found)"""
+
     def __init__(
         self,
         *,
@@ -337,18 +348,27 @@ class StatusResponse(_message.Message):
     state_digest: _builtins.bytes
     """only for signed requests"""
     chain_head: _builtins.bytes
+    """hash-chain head at the applied index; signed requests only"""
     db_used_bytes: _builtins.int
+    """state LMDB pages in use; signed requests only"""
     db_map_bytes: _builtins.int
+    """state LMDB map size; signed requests only"""
     version: _builtins.str
+    """fedraft package version"""
     effective_time_ms: _builtins.int
+    """effective time of the last applied entry (SPEC D6)"""
     journal_entries: _builtins.int
+    """entries in the Raft journal (since the last compaction); signed only"""
     snapshot_index: _builtins.int
+    """Raft index of the newest snapshot (0: none); signed only"""
     pool: _builtins.str
     """the voter pool this node speaks for (genesis)"""
     voters: _builtins.int
     """voter nodes in genesis (quorum is a majority of them)"""
     @_builtins.property
-    def peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeerStatus]: ...
+    def peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeerStatus]:
+        """signed requests only"""
+
     def __init__(
         self,
         *,
@@ -441,11 +461,11 @@ class WatchEvent(_message.Message):
     """the result's code (gRPC numbering); see result_known"""
     message: _builtins.str
     result_known: _builtins.bool
-    """false: this node did not keep the result (the entry arrived by snapshot,"""
-    entry_last: _builtins.bool
-    """a crash gap, or it is older than the node kept results for)
-    the last event of this index: a resumed stream starts at index + 1
+    """false: this node did not keep the result (the entry arrived by snapshot, a crash gap, or it is
+    older than the node kept results for)
     """
+    entry_last: _builtins.bool
+    """the last event of this index: a resumed stream starts at index + 1"""
     progress: _builtins.bool
     """A progress report instead of an event (no envelope): sent when the stream has been idle; `index`
     is then the node's applied index.

@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class FederationStub:
-    """Missing associated documentation comment in .proto file."""
+    """Every call carries the `fedraft-auth-bin` request signature (SPEC D2) except an unsigned Status,
+    which answers the minimal view. UNAVAILABLE names the leader in trailing metadata `fedraft-leader`.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -67,40 +69,50 @@ class FederationStub:
 
 
 class FederationServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Every call carries the `fedraft-auth-bin` request signature (SPEC D2) except an unsigned Status,
+    which answers the minimal view. UNAVAILABLE names the leader in trailing metadata `fedraft-leader`.
+    """
 
     def Propose(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Signed envelopes to the leader: pre-validated (refused ones never reach the log), batched into a
+        signed entry, committed and applied; one Result per envelope. A repeated request id returns the
+        first result (SPEC D3).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Get(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One registry key, linearizable (leader + read barrier) or stale (any node).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A page of a replicated collection, in key order.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Status(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Role, term, indexes, leader, quorum and lockdown; signed: also digest, chain head, peers, DB usage.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Watch(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Applied results from an index on, resumable (docs/decisions/0008-watch.md).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ExportLog(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The signed log with its checkpoints, for `fedraft verify` (docs/decisions/0010).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -147,7 +159,9 @@ def add_FederationServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Federation:
-    """Missing associated documentation comment in .proto file."""
+    """Every call carries the `fedraft-auth-bin` request signature (SPEC D2) except an unsigned Status,
+    which answers the minimal view. UNAVAILABLE names the leader in trailing metadata `fedraft-leader`.
+    """
 
     @staticmethod
     def Propose(request,

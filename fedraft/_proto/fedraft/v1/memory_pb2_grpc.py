@@ -50,13 +50,16 @@ class MemoriesServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Recipients(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Who a value of a data class is sealed to now (linearizable unless asked stale); the client seals
+        to exactly these pools before it signs PutMemory.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Read(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A memory's metadata and the caller's pool's box; with `open`, the plaintext from a node of that pool.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
