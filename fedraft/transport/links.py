@@ -3,11 +3,13 @@
 Who may speak, checked in two layers (docs/decisions/0002-peer-authentication.md):
 - TLS: both certificates chain to the federation CA; the server also requires the client's public key
   to match the SPKI sha256 that genesis pins for a voter, and the certificate to name that voter.
-- Hello: the dialer signs {cluster, itself, the peer, a fresh nonce} with its genesis Ed25519 key; the
-  server answers with its own signed hello echoing that nonce. grpc Python never shows the dialer the
-  server's certificate, so this signed reply is what proves the server's identity to the dialer.
+- Hello, three messages: the dialer signs {cluster, itself, the peer, a fresh nonce} with its genesis
+  Ed25519 key; the server answers with its own signed hello echoing that nonce (grpc Python never shows
+  the dialer the server's certificate, so this signed reply is what proves the server's identity to the
+  dialer); the dialer confirms with a hello echoing the server's fresh nonce, so a captured first hello
+  cannot be replayed (docs/decisions/0013-hostile-input.md).
 
-Only the node with the larger id dials; the other side serves. Frames flow only after both hellos
+Only the node with the larger id dials; the other side serves. Frames flow only after every hello
 verified. A misbehaving stream (oversized, too fast, not a PeerFrame, a second hello, a frame before
 the hello) is closed alone; the node keeps serving. Raft tolerates loss, so in-flight frames of a
 closed stream are dropped, never retried.
@@ -418,20 +420,30 @@ class PeerLinks:
             context.abort(grpc.StatusCode.UNAVAILABLE, "node stopping")
             return
         try:
-            hello, why = self._read_hello(request_iterator, context)
+            hello, why = self._read_hello(request_iterator, context, "hello")
             if hello is not None:
                 why = check_hello(hello, cluster_id=self.cluster_id, speaker=voter, listener=self.node_id,
                                   echo_nonce=b"") or ""
             if why:
-                self._close(stream, f"handshake refused: {why}")
-                context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+                self._refuse_handshake(stream, context, why)
                 return
             assert hello is not None
-            # Set only now, so that a refused handshake ends with PERMISSION_DENIED, not ABORTED.
-            stream.cancel = functools.partial(self._end_served, context)
-            reply = sign_hello(self._signer, self.cluster_id, self.node_id, peer_id, os.urandom(NONCE_LEN),
+            challenge = os.urandom(NONCE_LEN)
+            reply = sign_hello(self._signer, self.cluster_id, self.node_id, peer_id, challenge,
                                echo_nonce=hello.nonce)
             yield PeerFrame(hello=reply).SerializeToString()
+            # The first hello proves nothing fresh (it could be a replay); signing our new nonce does.
+            confirm, why = self._read_hello(request_iterator, context, "hello confirmation")
+            if confirm is not None:
+                why = check_hello(confirm, cluster_id=self.cluster_id, speaker=voter, listener=self.node_id,
+                                  echo_nonce=challenge) or ""
+                if not why and confirm.nonce != hello.nonce:
+                    why = "hello confirmation belongs to another handshake"
+            if why:
+                self._refuse_handshake(stream, context, why)
+                return
+            # Set only now, so that a refused handshake ends with PERMISSION_DENIED, not ABORTED.
+            stream.cancel = functools.partial(self._end_served, context)
             if not self._install(stream):
                 return
             context.add_callback(lambda: self._close(stream, "stream ended", logging.INFO))
@@ -440,6 +452,10 @@ class PeerLinks:
             yield from self._outbound_bytes(stream)
         finally:
             self._close(stream, "stream ended", logging.INFO)
+
+    def _refuse_handshake(self, stream: _Stream, context: grpc.ServicerContext, why: str) -> None:
+        self._close(stream, f"handshake refused: {why}")
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
 
     @staticmethod
     def _end_served(context: grpc.ServicerContext, reason: str) -> None:
@@ -451,8 +467,8 @@ class PeerLinks:
         fallback.daemon = True
         fallback.start()
 
-    def _read_hello(self, request_iterator: Iterator[bytes],
-                    context: grpc.ServicerContext) -> tuple[PeerHello | None, str]:
+    def _read_hello(self, request_iterator: Iterator[bytes], context: grpc.ServicerContext,
+                    what: str) -> tuple[PeerHello | None, str]:
         # A stream that never says hello would hold a server slot forever; the watchdog cancels it.
         watchdog = threading.Timer(self.limits.handshake_timeout_s, context.cancel)
         watchdog.daemon = True
@@ -464,15 +480,15 @@ class PeerLinks:
         finally:
             watchdog.cancel()
         if raw is None:
-            return None, "no hello"
+            return None, f"no {what}"
         if len(raw) > self.limits.max_frame_bytes:
-            return None, "oversized hello"
+            return None, f"oversized {what}"
         try:
             frame = PeerFrame.FromString(raw)
         except DecodeError:
-            return None, "first frame is not a PeerFrame"
+            return None, f"{what} is not a PeerFrame"
         if frame.WhichOneof("kind") != "hello":
-            return None, "a frame before the hello"
+            return None, f"a frame before the {what}"
         return frame.hello, ""
 
     def _read_loop(self, stream: _Stream, request_iterator: Iterator[bytes]) -> None:
@@ -566,11 +582,15 @@ class PeerLinks:
             why = "no hello reply"
         finally:
             watchdog.cancel()
+        reply: PeerHello | None = None
         if raw is not None:
-            why = self._check_reply(raw, voter, nonce)
-        if why:
+            reply, why = self._check_reply(raw, voter, nonce)
+        if reply is None:
             self._close(stream, f"handshake failed: {why}")
             return
+        # Queued ahead of every Raft frame: the server installs the stream only once this verifies.
+        stream.outbound.put(PeerFrame(hello=sign_hello(self._signer, self.cluster_id, self.node_id, peer_id,
+                                                       nonce, echo_nonce=reply.nonce)))
         if not self._install(stream):
             self._close(stream, "node stopping", logging.DEBUG)
             return
@@ -583,19 +603,21 @@ class PeerLinks:
             reason = f"stream failed: {_describe(exc)}"
         self._close(stream, reason, logging.INFO)
 
-    def _check_reply(self, raw: bytes, voter: Voter, nonce: bytes) -> str:
+    def _check_reply(self, raw: bytes, voter: Voter, nonce: bytes) -> tuple[PeerHello | None, str]:
+        """The server's verified hello reply, or None and why not."""
         # grpc Python never shows a client the server's certificate, so the pin cannot be checked on
         # this side: the server's signed reply, echoing our fresh nonce, is what proves who it is.
         if len(raw) > self.limits.max_frame_bytes:
-            return "oversized hello reply"
+            return None, "oversized hello reply"
         try:
             frame = PeerFrame.FromString(raw)
         except DecodeError:
-            return "hello reply is not a PeerFrame"
+            return None, "hello reply is not a PeerFrame"
         if frame.WhichOneof("kind") != "hello":
-            return "a frame before the hello reply"
-        return check_hello(frame.hello, cluster_id=self.cluster_id, speaker=voter, listener=self.node_id,
-                           echo_nonce=nonce) or ""
+            return None, "a frame before the hello reply"
+        why = check_hello(frame.hello, cluster_id=self.cluster_id, speaker=voter, listener=self.node_id,
+                          echo_nonce=nonce)
+        return (None, why) if why else (frame.hello, "")
 
 
 def _grpc_message_limit(limits: LinkLimits) -> int:

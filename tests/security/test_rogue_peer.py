@@ -94,6 +94,8 @@ class RawPeer:
         reply = PeerFrame.FromString(self.received.get(timeout=5))
         assert check_hello(reply.hello, cluster_id=cluster_id, speaker=server, listener=node_id,
                            echo_nonce=nonce) is None
+        self.send(PeerFrame(hello=sign_hello(Signer(kit_identity), cluster_id, node_id, SERVER, nonce,
+                                             echo_nonce=reply.hello.nonce)).SerializeToString())
 
     def wait_end(self, timeout: float = 5.0) -> grpc.StatusCode | None:
         assert self.ended.wait(timeout), "the stream was not closed"
