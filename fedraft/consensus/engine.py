@@ -32,6 +32,7 @@ from fedraft._proto.fedraft.v1 import entries_pb2 as pb
 from fedraft.consensus.applier import APPLY_VERSION, MAX_ENTRY_BYTES, AppliedEntry, Applier
 from fedraft.consensus.handlers import next_deadline
 from fedraft.consensus.journal import LmdbJournal
+from fedraft.consensus.raft_patches import ConflictOnlyTruncation
 from fedraft.consensus.snapshot import SnapshotSerializer, read_header
 from fedraft.crypto.envelopes import build_envelope, new_request_id
 from fedraft.crypto.signing import CTX_ENTRY, Identity, Signer
@@ -102,7 +103,7 @@ class _BarrierGroup:
     futures: list[Future[int]] = field(default_factory=list)
 
 
-class _SyncObj(SyncObj):  # type: ignore[misc]
+class _SyncObj(ConflictOnlyTruncation, SyncObj):  # type: ignore[misc]
     def __init__(self, engine: RaftEngine, *args: Any, **kwargs: Any) -> None:
         self._engine = engine
         super().__init__(*args, **kwargs)
@@ -124,8 +125,13 @@ class RaftEngine:
         transport_factory: Callable[..., Any],
         tuning: EngineTuning = EngineTuning(),
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        auto_tick: bool = True,
+        journal: LmdbJournal | None = None,
     ) -> None:
+        """`auto_tick=False` starts no thread: the caller drives the engine with `tick()` and
+        `submit_queued()` (deterministic simulation, SPEC §2); `journal` replaces the LMDB one there."""
         self.node_id = node_id
+        self.auto_tick = auto_tick
         self.peer_ids = sorted(peer_ids)
         self.store = store
         self.genesis = store.genesis
@@ -153,7 +159,7 @@ class RaftEngine:
         self._last_applied = store.applied_index()  # the state's applied index, as of the last apply
 
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = LmdbJournal(data_dir / "journal")
+        self.journal = journal if journal is not None else LmdbJournal(data_dir / "journal")
         snapshot_path = data_dir / "snapshot.bin"
         if snapshot_path.exists():
             header = read_header(snapshot_path)
@@ -166,7 +172,7 @@ class RaftEngine:
             self._last_applied = store.applied_index()
 
         conf = SyncObjConf(
-            autoTick=True,
+            autoTick=auto_tick,
             autoTickPeriod=tuning.tick_s,
             raftMinTimeout=tuning.election_min_s,
             raftMaxTimeout=tuning.election_max_s,
@@ -207,10 +213,13 @@ class RaftEngine:
         # _StrictPickle.loads routes every command to method id 0: it must be ours and the only one.
         assert list(self._sync._methodToID.values()) == [0], self._sync._methodToID
         self._sync.addOnTickCallback(self._after_tick)
-        self._batcher = threading.Thread(target=self._batch_loop, name=f"fedraft-batcher-{node_id}", daemon=True)
-        self._batcher.start()
-        self._ticker = threading.Thread(target=self._deadline_loop, name=f"fedraft-ticker-{node_id}", daemon=True)
-        self._ticker.start()
+        self._threads: list[threading.Thread] = []
+        if auto_tick:
+            self._threads = [
+                threading.Thread(target=self._batch_loop, name=f"fedraft-batcher-{node_id}", daemon=True),
+                threading.Thread(target=self._deadline_loop, name=f"fedraft-ticker-{node_id}", daemon=True)]
+            for thread in self._threads:
+                thread.start()
 
     # ----- public state -----
     @property
@@ -349,19 +358,38 @@ class RaftEngine:
                     self._queue_cond.wait(left)
                 if self._stopping:
                     return
-                batch: list[_Proposal] = []
-                size = 0
-                while self._queue and len(batch) < MAX_ENVELOPES_PER_ENTRY:
-                    item_size = self._queue[0].signed.ByteSize() + 8
-                    if batch and size + item_size > MAX_ENTRY_BYTES - 1024:
-                        break
-                    batch.append(self._queue.pop(0))
-                    size += item_size
-            try:
-                self._submit_entry(batch)
-            except Exception as exc:  # never lose the batcher thread
-                log.exception("could not submit an entry")
-                self._fail(batch, NotCommitted(f"could not submit: {exc}"))
+                batch = self._take_batch_locked()
+            self._submit_or_fail(batch)
+
+    def _take_batch_locked(self) -> list[_Proposal]:
+        batch: list[_Proposal] = []
+        size = 0
+        while self._queue and len(batch) < MAX_ENVELOPES_PER_ENTRY:
+            item_size = self._queue[0].signed.ByteSize() + 8
+            if batch and size + item_size > MAX_ENTRY_BYTES - 1024:
+                break
+            batch.append(self._queue.pop(0))
+            size += item_size
+        return batch
+
+    def _submit_or_fail(self, batch: list[_Proposal]) -> None:
+        try:
+            self._submit_entry(batch)
+        except Exception as exc:  # never lose the batcher thread
+            log.exception("could not submit an entry")
+            self._fail(batch, NotCommitted(f"could not submit: {exc}"))
+
+    # ----- driven by the caller (auto_tick=False) -----
+    def tick(self) -> None:
+        """One pysyncobj tick: messages, elections, replication, apply, then the state commit."""
+        self._sync.doTick(0.0)
+
+    def submit_queued(self) -> None:
+        """Submit what is queued as one entry, as the batcher thread does when ticking is automatic."""
+        with self._queue_cond:
+            batch = self._take_batch_locked()
+        if batch:
+            self._submit_or_fail(batch)
 
     def _submit_entry(self, batch: list[_Proposal]) -> None:
         if not self.is_leader or self.halted:
@@ -464,9 +492,12 @@ class RaftEngine:
             self._stopping = True
             self._queue_cond.notify_all()
         self._stop_event.set()
-        self._sync.destroy_synchronous()  # the tick thread destroys the transport on its way out
-        self._batcher.join(timeout=5)
-        self._ticker.join(timeout=5)
+        if self.auto_tick:
+            self._sync.destroy_synchronous()  # the tick thread destroys the transport on its way out
+        else:
+            self._sync.destroy()
+        for thread in self._threads:
+            thread.join(timeout=5)
         self.store.commit()
         self.journal.flush()
         self.journal.close()

@@ -1,0 +1,120 @@
+"""A targeted fix to pysyncobj 0.3.17's follower: append_entries truncates only on a real conflict.
+
+Stock pysyncobj (syncobj.py, the 'append_entries' branch with prevLogIdx, ~l.991) deletes every entry
+after prevLogIdx whenever the follower holds more, then appends the message's entries. A delayed or
+duplicated append_entries, or a heartbeat sent after a stale `reset` reply moved the leader's
+nextIndex back, therefore drops entries that match the leader's log, were acknowledged (the leader's
+matchIndex still counts them) and may already be applied. With the leader then lost, a committed,
+acknowledged write can vanish and the applied state diverge (decision 0012; tests/sim reproduces it).
+
+Raft (Figure 2, AppendEntries rule 3-5) keeps matching entries, deletes an entry and all that follow
+only where it conflicts (same index, different term), and sets commitIndex to at most the index of
+the last new entry. `ConflictOnlyTruncation` does exactly that in front of the stock handler: it
+drops the prefix of the message the log already holds, so the stock code sees prevLogIdx = the last
+matching entry; it lets the stock delete run only when the first remaining entry conflicts; it caps
+the message's commit_index at the last entry the message vouches for (a kept suffix beyond it may
+still be overwritten by this leader and must not be applied); and it refuses a conflict at or below
+the commit index, which a correct leader never sends.
+
+It works on pysyncobj's name-mangled internals, so the import checks the exact version it was written for.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pysyncobj.version import VERSION as _PYSYNCOBJ_VERSION
+
+from fedraft.errors import InvariantBroken
+
+__all__ = ["ConflictOnlyTruncation", "trim_append_entries"]
+
+log = logging.getLogger(__name__)
+
+PATCHED_VERSION = "0.3.17"
+if _PYSYNCOBJ_VERSION != PATCHED_VERSION:
+    raise InvariantBroken(
+        f"fedraft.consensus.raft_patches was written against pysyncobj {PATCHED_VERSION}, found "
+        f"{_PYSYNCOBJ_VERSION}: re-check its append_entries handler before moving the pin")
+
+Entry = tuple[bytes, int, int]
+
+
+@dataclass(frozen=True)
+class _Trimmed:
+    message: dict[str, Any]
+    conflict: bool  # the message's first entry differs from this log's entry at that index
+
+
+def trim_append_entries(log_entries: Any, current_term: int, commit_index: int,
+                        message: dict[str, Any]) -> _Trimmed | None:
+    """The message as the stock handler must see it, or None to drop it (conflict at or below commit).
+
+    `log_entries` is pysyncobj's journal (a sequence of (command, index, term), contiguous indexes).
+    Messages the stock handler already gets right (from an older term, which it ignores; prevLogIdx
+    missing or not matching; large-entry transmissions; snapshots) come back unchanged.
+    """
+    prev_idx = message.get("prevLogIdx")
+    entries: list[Entry] = list(message.get("entries") or ())
+    if (prev_idx is None or "transmission" in message or not len(log_entries)
+            or int(message["term"]) < current_term):
+        return _Trimmed(message, conflict=False)
+    first = log_entries[0][1]
+    last = log_entries[-1][1]
+    if not first <= prev_idx <= last or log_entries[prev_idx - first][2] != message.get("prevLogTerm"):
+        return _Trimmed(message, conflict=False)  # the stock reply asks the leader to step back
+    if any(e[1] != prev_idx + 1 + i for i, e in enumerate(entries)):
+        return _Trimmed(message, conflict=False)  # not a slice pysyncobj sends; the codec refuses these
+    last_new = prev_idx + len(entries)
+    matched = prev_idx
+    skip = 0
+    for _command, idx, term in entries:
+        if idx > last or log_entries[idx - first][2] != term:
+            break
+        matched, skip = idx, skip + 1
+    rest = entries[skip:]
+    conflict = bool(rest) and rest[0][1] <= last
+    if conflict and rest[0][1] <= commit_index:
+        log.critical("append_entries conflicts with committed entry %d (commit index %d): dropped; "
+                     "the leader's log disagrees with a committed entry", rest[0][1], commit_index)
+        return None
+    trimmed = dict(message)
+    trimmed["prevLogIdx"] = matched
+    trimmed["prevLogTerm"] = log_entries[matched - first][2]
+    trimmed["entries"] = rest
+    trimmed["commit_index"] = min(int(message["commit_index"]), last_new)
+    return _Trimmed(trimmed, conflict)
+
+
+class ConflictOnlyTruncation:
+    """Mix in before pysyncobj's SyncObj: `class X(ConflictOnlyTruncation, SyncObj)`."""
+
+    _fedraft_conflict = False
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
+        if message.get("type") != "append_entries":
+            super()._SyncObj__onMessageReceived(node, message)  # type: ignore[misc]
+            return
+        raft: Any = self  # pysyncobj's private state, read under its mangled names
+        trimmed = trim_append_entries(raft._SyncObj__raftLog, int(raft._SyncObj__raftCurrentTerm),
+                                      int(raft._SyncObj__raftCommitIndex), message)
+        if trimmed is None:
+            return
+        self._fedraft_conflict = trimmed.conflict
+        try:
+            super()._SyncObj__onMessageReceived(node, trimmed.message)  # type: ignore[misc]
+        finally:
+            self._fedraft_conflict = False
+
+    def _SyncObj__deleteEntriesFrom(self, fromIDx: int) -> None:
+        # pysyncobj calls this only from its append_entries handler, with prevLogIdx + 1, whenever the
+        # log holds more entries than the message's prefix. After trimming, that is a conflict only if
+        # the message still carries entries whose first one differs here; otherwise keep the suffix.
+        if not self._fedraft_conflict:
+            return
+        raft: Any = self
+        if fromIDx <= int(raft._SyncObj__raftCommitIndex):
+            raise InvariantBroken(f"refusing to truncate the log at {fromIDx}, at or below the commit index")
+        super()._SyncObj__deleteEntriesFrom(fromIDx)  # type: ignore[misc]

@@ -1,0 +1,134 @@
+"""The follower's append_entries under fedraft's patch (fedraft.consensus.raft_patches) and, for
+contrast, under stock pysyncobj 0.3.17: matching entries are kept, only a conflict truncates, the
+commit index never covers entries the message did not vouch for, and a conflict with a committed
+entry is refused."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from pysyncobj import SyncObj, SyncObjConf
+from pysyncobj.node import Node
+from pysyncobj.transport import Transport
+
+import fedraft.consensus.engine  # noqa: F401  (closes pysyncobj's pickle path, as in a node)
+from fedraft.consensus.raft_patches import ConflictOnlyTruncation
+
+NO_OP = b"\x01"
+
+
+class _Wire(Transport):  # type: ignore[misc]
+    """A transport that is always ready and records what the follower answers."""
+
+    def __init__(self, sync_obj: Any, self_node: Any, other_nodes: Any) -> None:
+        super().__init__(sync_obj, self_node, other_nodes)
+        self.sent: list[dict[str, Any]] = []
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    def tryGetReady(self) -> None:
+        pass
+
+    def send(self, node: Any, message: dict[str, Any]) -> bool:
+        self.sent.append(message)
+        return True
+
+
+class _Patched(ConflictOnlyTruncation, SyncObj):  # type: ignore[misc]
+    pass
+
+
+def _follower(cls: type[SyncObj]) -> tuple[SyncObj, _Wire]:
+    conf = SyncObjConf(autoTick=False, dynamicMembershipChange=False)
+    wires: list[_Wire] = []
+
+    def transport(*args: Any) -> _Wire:
+        wires.append(_Wire(*args))
+        return wires[0]
+
+    return cls(Node("f"), [Node("leader"), Node("other")], conf=conf, transportClass=transport), wires[0]
+
+
+def _deliver(raft: SyncObj, **message: Any) -> None:
+    raft._SyncObj__onMessageReceived(Node("leader"), {"type": "append_entries", **message})
+
+
+def _log(raft: SyncObj) -> list[tuple[int, int]]:
+    return [(idx, term) for _cmd, idx, term in raft._SyncObj__raftLog[:]]
+
+
+def _entries(*index_term: tuple[int, int]) -> list[tuple[bytes, int, int]]:
+    return [(b"\x00" + bytes([i]), i, t) for i, t in index_term]
+
+
+def _first_three(raft: SyncObj) -> None:
+    """Index 1 is pysyncobj's initial no-op (term 0); the leader of term 1 sends 2..4, commit 3."""
+    _deliver(raft, term=1, commit_index=3, prevLogIdx=1, prevLogTerm=0, entries=_entries((2, 1), (3, 1), (4, 1)))
+
+
+def test_a_duplicated_older_append_entries_keeps_the_matching_suffix() -> None:
+    raft, wire = _follower(_Patched)
+    _first_three(raft)
+    assert _log(raft) == [(1, 0), (2, 1), (3, 1), (4, 1)]
+    _deliver(raft, term=1, commit_index=2, prevLogIdx=1, prevLogTerm=0, entries=_entries((2, 1)))
+    assert _log(raft) == [(1, 0), (2, 1), (3, 1), (4, 1)]
+    # It acknowledges only what this message vouched for; the leader's matchIndex keeps its higher value.
+    assert wire.sent[-1] == {"type": "next_node_idx", "next_node_idx": 3, "reset": False, "success": True}
+    assert raft.raftCommitIndex == 3
+
+
+def test_a_heartbeat_behind_the_log_end_truncates_nothing() -> None:
+    raft, wire = _follower(_Patched)
+    _first_three(raft)
+    _deliver(raft, term=1, commit_index=4, prevLogIdx=2, prevLogTerm=1, entries=[])
+    assert _log(raft) == [(1, 0), (2, 1), (3, 1), (4, 1)]
+    assert raft.raftCommitIndex == 3  # capped at the last entry the heartbeat vouched for (2), never lowered
+    assert wire.sent[-1]["next_node_idx"] == 3
+
+
+def test_a_conflict_deletes_from_the_conflicting_entry_only() -> None:
+    raft, _ = _follower(_Patched)
+    _deliver(raft, term=1, commit_index=2, prevLogIdx=1, prevLogTerm=0, entries=_entries((2, 1), (3, 1), (4, 1)))
+    # A leader of term 2 holds 2 and 3 of term 1, then its own entry at 4.
+    _deliver(raft, term=2, commit_index=3, prevLogIdx=1, prevLogTerm=0, entries=_entries((2, 1), (3, 1), (4, 2)))
+    assert _log(raft) == [(1, 0), (2, 1), (3, 1), (4, 2)]
+    assert raft.raftCommitIndex == 3
+
+
+def test_the_commit_index_never_covers_a_kept_suffix_the_message_did_not_vouch_for() -> None:
+    raft, _ = _follower(_Patched)
+    _deliver(raft, term=1, commit_index=2, prevLogIdx=1, prevLogTerm=0, entries=_entries((2, 1), (3, 1), (4, 1)))
+    # A leader of term 2 whose log differs from 3 on sends only 2 (a size-capped batch) with commit 4.
+    _deliver(raft, term=2, commit_index=4, prevLogIdx=1, prevLogTerm=0, entries=_entries((2, 1)))
+    assert raft.raftCommitIndex == 2
+    assert _log(raft)[-1] == (4, 1)  # kept for now; the leader's next entries overwrite it if it conflicts
+
+
+def test_a_conflict_with_a_committed_entry_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+    raft, wire = _follower(_Patched)
+    _first_three(raft)
+    sent = len(wire.sent)
+    with caplog.at_level(logging.CRITICAL):
+        _deliver(raft, term=2, commit_index=4, prevLogIdx=2, prevLogTerm=1, entries=_entries((3, 2)))
+    assert _log(raft) == [(1, 0), (2, 1), (3, 1), (4, 1)]
+    assert len(wire.sent) == sent and "conflicts with committed entry 3" in caplog.text
+
+
+def test_an_append_entries_of_an_older_term_is_left_to_pysyncobj_which_ignores_it() -> None:
+    raft, wire = _follower(_Patched)
+    _deliver(raft, term=3, commit_index=2, prevLogIdx=1, prevLogTerm=0, entries=_entries((2, 3)))
+    sent = len(wire.sent)
+    _deliver(raft, term=1, commit_index=2, prevLogIdx=1, prevLogTerm=0, entries=_entries((2, 1)))
+    assert _log(raft) == [(1, 0), (2, 3)] and len(wire.sent) == sent
+
+
+def test_stock_pysyncobj_still_truncates_matching_entries() -> None:
+    """Why the patch exists; if this starts failing after an upgrade, upstream fixed it: re-check the patch."""
+    raft, _ = _follower(SyncObj)
+    _first_three(raft)
+    _deliver(raft, term=1, commit_index=2, prevLogIdx=1, prevLogTerm=0, entries=_entries((2, 1)))
+    assert _log(raft) == [(1, 0), (2, 1)]
