@@ -140,6 +140,17 @@ def _pub(path: Path) -> Path:
     return path.with_name(path.name + ".pub")
 
 
+def check_node_name(name: str) -> str:
+    """`name` if it can be a node id (= pool name) and a directory of the layout, else ConfigError."""
+    if not _NAME_RE.fullmatch(name):
+        raise ConfigError(f"node name {name!r} is not usable",
+                          hint="start with a letter or digit; then ASCII letters, digits, '-', '_', '.'; "
+                               "at most 58 characters")
+    if name.lower() in _RESERVED_NAMES:
+        raise ConfigError(f"node name {name!r} is reserved for the federation directory layout")
+    return name
+
+
 def _names(nodes: int | None, names: list[str] | None) -> tuple[str, ...]:
     if names is None:
         count = 3 if nodes is None else nodes
@@ -151,12 +162,7 @@ def _names(nodes: int | None, names: list[str] | None) -> tuple[str, ...]:
     if len(names) not in DEFAULT_NAMES:
         raise ConfigError(f"a federation has 1, 3 or 5 voter nodes, got {len(names)} names")
     for name in names:
-        if not _NAME_RE.fullmatch(name):
-            raise ConfigError(f"node name {name!r} is not usable",
-                              hint="start with a letter or digit; then ASCII letters, digits, '-', '_', '.'; "
-                                   "at most 58 characters")
-        if name.lower() in _RESERVED_NAMES:
-            raise ConfigError(f"node name {name!r} is reserved for the federation directory layout")
+        check_node_name(name)
     if len({n.lower() for n in names}) != len(names):
         raise ConfigError(f"node names must be unique (ignoring case): {', '.join(names)}")
     return tuple(names)
@@ -180,7 +186,8 @@ def _address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def _check_host(host: str) -> str:
+def check_host(host: str) -> str:
+    """The bare host (no brackets) if nodes and clients can connect to it, else ConfigError."""
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
         ip = ipaddress.ip_address(bare)
@@ -209,7 +216,7 @@ def _check_raft(raft: Mapping[str, Any] | None) -> dict[str, int]:
     return dict(raft)
 
 
-def _toml_str(value: str) -> str:
+def toml_str(value: str) -> str:
     """A TOML basic string: JSON-style escapes are valid TOML, except that TOML has no \\/ (unused here)."""
     out = []
     for c in value:
@@ -237,35 +244,35 @@ def _node_toml(node: NodeFiles, peers: list[NodeFiles], raft: dict[str, int], in
     lines = [
         f"# fedraft node config for node {node.node_id} (pool {node.pool}), written by `fedraft init`.",
         "# Relative paths are resolved against this file's directory.",
-        f"node_id = {_toml_str(node.node_id)}",
-        f"genesis = {_toml_str('../' + GENESIS_FILE)}",
-        f"data_dir = {_toml_str('data')}",
-        f"key = {_toml_str('node.key')}",
-        f"tls_cert = {_toml_str('tls.pem')}",
-        f"tls_key = {_toml_str('tls.key')}",
-        f"ca_cert = {_toml_str('../ca/ca.pem')}",
-        f"api_listen = {_toml_str(node.api_listen)}",
-        f"peer_listen = {_toml_str(node.peer_listen)}",
-        f"log_level = {_toml_str('info')}",
+        f"node_id = {toml_str(node.node_id)}",
+        f"genesis = {toml_str('../' + GENESIS_FILE)}",
+        f"data_dir = {toml_str('data')}",
+        f"key = {toml_str('node.key')}",
+        f"tls_cert = {toml_str('tls.pem')}",
+        f"tls_key = {toml_str('tls.key')}",
+        f"ca_cert = {toml_str('../ca/ca.pem')}",
+        f"api_listen = {toml_str(node.api_listen)}",
+        f"peer_listen = {toml_str(node.peer_listen)}",
+        f"log_level = {toml_str('info')}",
         "# HTTP probes and metrics: /health, /ready, /cluster/status, /cluster/peers, /metrics. No",
         "# authentication: keep this port on the host or an internal network, never public.",
-        f"http_listen = {_toml_str(node.http_listen)}" if node.http_listen else '# http_listen = "127.0.0.1:7402"',
+        f"http_listen = {toml_str(node.http_listen)}" if node.http_listen else '# http_listen = "127.0.0.1:7402"',
         "",
         "# How this pool describes itself to the scheduler, and where its inventory comes from:",
         "# auto (NVML if there is a GPU driver, else inventory_file, else nothing), static, nvml, none.",
-        f"region = {_toml_str(region)}",
-        f"tier = {_toml_str(tier)}",
+        f"region = {toml_str(region)}",
+        f"tier = {toml_str(tier)}",
         "labels = []",
-        f"inventory = {_toml_str('static' if inventory_file else 'auto')}",
-        f"inventory_file = {_toml_str(inventory_file)}" if inventory_file else '# inventory_file = "inventory.toml"',
+        f"inventory = {toml_str('static' if inventory_file else 'auto')}",
+        f"inventory_file = {toml_str(inventory_file)}" if inventory_file else '# inventory_file = "inventory.toml"',
         "",
         "# The other voters' node-to-node listeners.",
         "[peers]",
-        *(f"{_toml_str(p.node_id)} = {_toml_str(p.peer_listen)}" for p in peers),
+        *(f"{toml_str(p.node_id)} = {toml_str(p.peer_listen)}" for p in peers),
         "",
         "# The other voters' API addresses (this node's pool agent sends heartbeats to the leader).",
         "[api_peers]",
-        *(f"{_toml_str(p.node_id)} = {_toml_str(p.api_listen)}" for p in peers),
+        *(f"{toml_str(p.node_id)} = {toml_str(p.api_listen)}" for p in peers),
         "",
         "# Timing overrides (fedraft.config.RaftTuning); settings not listed keep their defaults.",
         "[raft]",
@@ -278,11 +285,11 @@ def _profile_toml(admin: AdminFiles, endpoints: list[str], cluster_id: bytes) ->
     lines = [
         f"# fedraft client profile for {admin.name} (pool {admin.pool}), written by `fedraft init`.",
         "# Use it with `fedraft <command> --profile FILE` or FEDRAFT_PROFILE=FILE.",
-        f"name = {_toml_str(admin.name)}",
-        f"endpoints = [{', '.join(_toml_str(e) for e in endpoints)}]",
-        f"ca_cert = {_toml_str('../ca/ca.pem')}",
-        f"key = {_toml_str(admin.key.name)}",
-        f"cluster_id = {_toml_str(cluster_id.hex())}",
+        f"name = {toml_str(admin.name)}",
+        f"endpoints = [{', '.join(toml_str(e) for e in endpoints)}]",
+        f"ca_cert = {toml_str('../ca/ca.pem')}",
+        f"key = {toml_str(admin.key.name)}",
+        f"cluster_id = {toml_str(cluster_id.hex())}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -341,7 +348,7 @@ def create_federation(directory: Path, *, nodes: int | None = None, base_port: i
     directory = Path(directory).expanduser().resolve()
     node_ids = _names(nodes, names)
     raft_overrides = _check_raft(raft)
-    bare_host = _check_host(host)
+    bare_host = check_host(host)
     if base_port <= 0 or base_port + PORT_STRIDE * (len(node_ids) - 1) + 2 > 65535:
         raise ConfigError(f"base port {base_port} leaves no room for {len(node_ids)} nodes "
                           f"({PORT_STRIDE} ports each, up to 65535)")
@@ -445,7 +452,7 @@ def _write_all(layout: FederationLayout, genesis_bytes: bytes, ca: KeyAndCert, b
         _write(node.tls_key, tls[node.node_id].key_pem, 0o600)
         node.data_dir.mkdir(mode=0o700)
         marker = (f"# Written by `fedraft init`: this data directory belongs to a new federation.\n"
-                  f"node_id = {_toml_str(node.node_id)}\ncluster_id = {_toml_str(cluster_id.hex())}\n"
+                  f"node_id = {toml_str(node.node_id)}\ncluster_id = {toml_str(cluster_id.hex())}\n"
                   f"created_at_ms = {created_at_ms}\n")
         _write(node.bootstrap_marker, marker.encode(), 0o600)
     endpoints = [n.api_listen for n in layout.nodes]

@@ -20,10 +20,10 @@ from fedraft.errors import ConfigError
 from fedraft.federation_files import (
     DEFAULT_NAMES,
     FederationLayout,
-    _toml_str,
     create_federation,
     list_profiles,
     node_configs,
+    toml_str,
 )
 
 
@@ -234,7 +234,7 @@ def test_every_init_is_a_new_federation(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("text", ["plain", 'say "hi"', "back\\slash", "tab\there", "new\nline", "\x7f\x00", "ünï"])
 def test_toml_strings_round_trip(text: str) -> None:
-    assert tomllib.loads(f"v = {_toml_str(text)}")["v"] == text
+    assert tomllib.loads(f"v = {toml_str(text)}")["v"] == text
 
 
 def test_helpers_on_a_directory_without_a_federation(tmp_path: Path) -> None:
