@@ -67,6 +67,9 @@ class RequestVerifier:
             verify(bytes(principal.public_key), CTX_REQUEST, self.cluster_id, bytes(signed.body), bytes(signed.sig))
         except SignatureError:
             raise AuthError("request signature does not verify (wrong key or another federation)") from None
+        if principal.revoked_index:  # a revoked or rotated key reads nothing either, not only writes
+            raise AuthError(f"key {bytes(signed.key_id).hex()} of {principal.name} was "
+                            f"{principal.revoked_why or 'revoked'} at index {principal.revoked_index}")
         if auth.method != method:
             raise AuthError("request signature is for another method")
         if bytes(auth.body_sha256) != hashlib.sha256(body).digest():

@@ -30,7 +30,7 @@ def test_valid_request(setup) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("case", ["missing", "garbage", "oversized", "method", "body", "old", "future", "unknown",
-                                  "replay", "cluster"])
+                                  "replay", "cluster", "revoked"])
 def test_refusals(setup, case: str) -> None:  # type: ignore[no-untyped-def]
     fed, verifier, signer = setup
     header: bytes | None = sign_request(signer, fed.cluster_id, "Get", b"body", NOW)
@@ -55,6 +55,14 @@ def test_refusals(setup, case: str) -> None:  # type: ignore[no-untyped-def]
         verifier.verify(method, body, header, now)
     elif case == "cluster":
         header = sign_request(signer, b"\x01" * 32, "Get", b"body", NOW)
+    elif case == "revoked":
+        st = verifier.store.writer()
+        principal = st.principal(signer.key_id)
+        principal.revoked_index, principal.revoked_why = 7, "revoked by gpu-dc-admin"
+        st.put_principal(principal)
+        verifier.store.commit()
     with pytest.raises(AuthError) as info:
         verifier.verify(method, body, header, now)
     assert str(info.value)
+    if case == "revoked":
+        assert "of hq-admin was revoked by gpu-dc-admin at index 7" in str(info.value)
