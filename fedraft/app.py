@@ -39,6 +39,7 @@ from fedraft.storage.local import LocalStore, local_path
 from fedraft.storage.state import StateStore
 from fedraft.storage.watch_results import WatchResults, watch_path
 from fedraft.transport.links import PeerLinks
+from fedraft.transport.server_tls import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ class FedraftNode:
         self.key_pem = _read(cfg.tls_key, "TLS key")
         self.ca_pem = _read(cfg.ca_cert, "CA certificate")
         self.stopped = threading.Event()
+        self.links: PeerLinks | None = None
+        self.api_tls: ServerTls | None = None
         self.store: StateStore | None = None
         self.engine: RaftEngine | None = None
         self.server: grpc.Server | None = None
@@ -113,6 +116,31 @@ class FedraftNode:
             raise RuntimeError("the node is not started")
         self.recorder.raise_incident(kind, detail, level=level, key=key)
 
+    def reload_tls(self) -> None:
+        """Re-read tls_cert, tls_key and ca_cert and use them without a restart (SIGHUP; decision 0015).
+
+        Checked first (the key matches the certificate, which names this node, is valid now, keeps the
+        key genesis pins, and is signed by a CA of the bundle); a bad set raises ConfigError and the
+        node keeps what it had. Peer links, the API server and this node's own clients switch over.
+        """
+        from fedraft.crypto.tls import check_node_tls
+
+        cfg = self.cfg
+        cert, key, ca = (_read(cfg.tls_cert, "TLS certificate"), _read(cfg.tls_key, "TLS key"),
+                         _read(cfg.ca_cert, "CA certificate"))
+        voter = self.genesis.voter(cfg.node_id)
+        check_node_tls(cfg.node_id, cert, key, ca, voter.tls_spki_sha256 if voter is not None else None)
+        self.cert_pem, self.key_pem, self.ca_pem = cert, key, ca
+        if self.links is not None:
+            self.links.reload_tls(cert, key, ca)
+        if self.api_tls is not None:
+            self.api_tls.update(key, cert)
+        for client in (self.agent.client if self.agent else None, self.cosigner.client if self.cosigner else None):
+            if client is not None:
+                client.trust_ca(ca)
+        if self.fanout is not None:
+            self.fanout.trust_ca(ca)
+
     def start(self) -> None:
         cfg = self.cfg
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +151,7 @@ class FedraftNode:
             listen_address=cfg.peer_listen, tls_cert_pem=self.cert_pem, tls_key_pem=self.key_pem,
             ca_cert_pem=self.ca_pem)
         links.start()  # bind now: a port in use is an operator error at start-up, not a dead tick thread
+        self.links = links
         rejoining = self.rejoining
 
         def transport_factory(sync_obj: Any, self_node: Any, other_nodes: Any, *, journal: LmdbJournal,
@@ -236,7 +265,8 @@ class FedraftNode:
         # SPEC §8: reflection for fedraft.v1.Federation and grpc.health.v1 (grpcurl, grpc_cli).
         reflection.enable_server_reflection((SERVICE, MEMORIES_SERVICE, FANOUT_SERVICE, health.SERVICE_NAME,
                                              reflection.SERVICE_NAME), server)
-        creds = grpc.ssl_server_credentials([(self.key_pem, self.cert_pem)])
+        self.api_tls = ServerTls(self.key_pem, self.cert_pem)
+        creds = self.api_tls.credentials()
         try:
             server.add_secure_port(self.cfg.api_listen, creds)
         except RuntimeError as exc:

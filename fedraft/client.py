@@ -108,6 +108,13 @@ class Client:
             channel.close()
         self._channels.clear()
 
+    def trust_ca(self, ca_pem: bytes) -> None:
+        """Trust these CAs from now on (a CA rotation): open channels are closed, new ones use the bundle."""
+        self._creds = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+        old, self._channels = self._channels, {}
+        for channel in old.values():
+            channel.close()
+
     # ----- low level -----
     def _channel(self, endpoint: str) -> grpc.Channel:
         if endpoint not in self._channels:

@@ -45,6 +45,7 @@ COMMAND_MODULES: list[str] = [
     "fedraft.cli.watch_cmd",
     "fedraft.cli.quorum",
     "fedraft.cli.log_cmd",
+    "fedraft.cli.tls_cmd",
 ]
 
 EXAMPLES = """examples:

@@ -19,7 +19,8 @@ EXAMPLE = """example:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("node", help="run one node of the federation",
                               description="Run one fedraft node (Raft voter, API server) in the foreground. "
-                                          "SIGTERM or Ctrl-C shuts it down gracefully.",
+                                          "SIGTERM or Ctrl-C shuts it down gracefully; SIGHUP "
+                                          "reloads its TLS certificate, key and CA bundle.",
                               epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, type=Path, help="the node's TOML config (written by fedraft init)")
     p.add_argument("--rejoin", action="store_true",
@@ -41,8 +42,19 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("fedraft").info("signal %d: shutting down", signum)
         stop.set()
 
+    def on_reload(_signum: int, _frame: Any) -> None:
+        # Certificate or CA rotation (docs/multi-host.md): a bad set is refused and the node keeps the old one.
+        from fedraft.errors import FedraftError
+
+        try:
+            node.reload_tls()
+        except FedraftError as exc:
+            logging.getLogger("fedraft").error("SIGHUP: TLS not reloaded: %s%s", exc.message,
+                                               f" ({exc.hint})" if exc.hint else "")
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_reload)
     node.start()
     print(f"fedraft node {cfg.node_id} serving api on {cfg.api_listen}", flush=True)
     stop.wait()

@@ -169,6 +169,14 @@ class FanoutService:
         self._channels_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fedraft-fanout")
 
+    def trust_ca(self, ca_pem: bytes) -> None:
+        """Trust these CAs for Ask calls from now on (a CA rotation); channels are remade on next use."""
+        with self._channels_lock:
+            self._creds = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+            old, self._channels = self._channels, {}
+        for channel in old.values():
+            channel.close()
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         with self._channels_lock:

@@ -36,9 +36,10 @@ from google.protobuf.message import DecodeError
 
 from fedraft._proto.fedraft.v1.peer_pb2 import PeerFrame, PeerHello
 from fedraft.crypto.signing import CTX_PEER_HELLO, Identity, Signer, verify
-from fedraft.crypto.tls import spki_sha256
+from fedraft.crypto.tls import cert_summary, spki_sha256
 from fedraft.domain.genesis import Voter
 from fedraft.errors import ConfigError, OperatorError, SignatureError
+from fedraft.transport.server_tls import ServerTls
 
 __all__ = ["NONCE_LEN", "LinkLimits", "PeerLinks", "check_hello", "sign_hello"]
 
@@ -184,6 +185,9 @@ class PeerLinks:
         self._tls_cert_pem = tls_cert_pem
         self._tls_key_pem = tls_key_pem
         self._ca_cert_pem = ca_cert_pem
+        self._server_tls = ServerTls(tls_key_pem, tls_cert_pem, ca_cert_pem, require_client_auth=True)
+        # Bumped by reload_tls: dial loops of an older generation end once their stream is replaced.
+        self._tls_generation = 0
 
         self._lock = threading.RLock()
         self._streams: dict[str, _Stream] = {}  # established stream per peer
@@ -212,13 +216,34 @@ class PeerLinks:
                 raise OperatorError(f"cannot listen for peers on {self._listen_address}")
             server.start()
             self._server, self.port, self._started = server, port, True
-            for peer_id in sorted(self._peer_addresses):
-                # Only the larger id dials, so a pair never races two streams against each other.
-                if peer_id < self.node_id:
-                    thread = threading.Thread(target=self._dial_loop, args=(peer_id,), daemon=True,
-                                              name=f"fedraft-dial-{self.node_id}-{peer_id}")
-                    self._dialers.append(thread)
-                    thread.start()
+            self._start_dialers()
+
+    def _start_dialers(self) -> None:
+        for peer_id in sorted(self._peer_addresses):
+            # Only the larger id dials, so a pair never races two streams against each other.
+            if peer_id < self.node_id:
+                thread = threading.Thread(target=self._dial_loop, args=(peer_id, self._tls_generation), daemon=True,
+                                          name=f"fedraft-dial-{self.node_id}-{peer_id}-{self._tls_generation}")
+                self._dialers.append(thread)
+                thread.start()
+
+    def reload_tls(self, tls_cert_pem: bytes, tls_key_pem: bytes, ca_cert_pem: bytes) -> None:
+        """Use a new certificate, key and trust bundle without dropping a link (decision 0015).
+
+        The server presents the new certificate and trusts the new bundle from its next handshake on;
+        established streams stay. The peers this node dials are redialed at once with the new
+        credentials, and each new stream replaces the old one only once its handshake passed: a
+        rotation the peer does not accept yet leaves the old stream running, and the refusal is logged.
+        """
+        with self._lock:
+            self._tls_cert_pem, self._tls_key_pem, self._ca_cert_pem = tls_cert_pem, tls_key_pem, ca_cert_pem
+            self._server_tls.update(tls_key_pem, tls_cert_pem, ca_cert_pem)
+            self._tls_generation += 1
+            self._dialers = [t for t in self._dialers if t.is_alive()]
+            if self._started and not self._stopping.is_set():
+                self._start_dialers()
+        log.info("node %s: TLS reloaded (generation %d): %s", self.node_id, self._tls_generation,
+                 cert_summary(tls_cert_pem))
 
     def stop(self, grace: float | None = None) -> None:
         self._stopping.set()
@@ -383,8 +408,7 @@ class PeerLinks:
         return server
 
     def _server_credentials(self) -> grpc.ServerCredentials:
-        return grpc.ssl_server_credentials([(self._tls_key_pem, self._tls_cert_pem)],
-                                           root_certificates=self._ca_cert_pem, require_client_auth=True)
+        return self._server_tls.credentials()
 
     def _tls_peer(self, context: grpc.ServicerContext) -> tuple[Voter | None, str]:
         """The voter the client certificate is pinned for, or None and why not."""
@@ -442,6 +466,7 @@ class PeerLinks:
             if why:
                 self._refuse_handshake(stream, context, why)
                 return
+            log.info("node %s, peer %s: handshake, their certificate %s", self.node_id, peer_id, _client_cert(context))
             # Set only now, so that a refused handshake ends with PERMISSION_DENIED, not ABORTED.
             stream.cancel = functools.partial(self._end_served, context)
             if not self._install(stream):
@@ -521,17 +546,21 @@ class PeerLinks:
             ("grpc.use_local_subchannel_pool", 1),
         ]
 
-    def _dial_loop(self, peer_id: str) -> None:
-        credentials = grpc.ssl_channel_credentials(root_certificates=self._ca_cert_pem,
-                                                   private_key=self._tls_key_pem,
-                                                   certificate_chain=self._tls_cert_pem)
-        channel = grpc.secure_channel(self._peer_addresses[peer_id], credentials,
-                                      options=self._channel_options(peer_id))
+    def _dial_loop(self, peer_id: str, generation: int) -> None:
         with self._lock:
+            credentials = grpc.ssl_channel_credentials(root_certificates=self._ca_cert_pem,
+                                                       private_key=self._tls_key_pem,
+                                                       certificate_chain=self._tls_cert_pem)
+            channel = grpc.secure_channel(self._peer_addresses[peer_id], credentials,
+                                          options=self._channel_options(peer_id))
             self._channels.append(channel)
+
+        def current() -> bool:
+            return not self._stopping.is_set() and generation == self._tls_generation
+
         open_stream = channel.stream_stream(STREAM_METHOD, request_serializer=None, response_deserializer=None)
-        while not self._stopping.is_set():
-            if self._wait_ready(channel):
+        while current():
+            if self._wait_ready(channel, current):
                 try:
                     self._run_dialed(peer_id, open_stream)
                 except Exception:
@@ -539,11 +568,16 @@ class PeerLinks:
             # Between attempts the channel's own 100-500 ms backoff applies; this pause only keeps a
             # peer that refuses the handshake from being redialed in a tight loop.
             self._stopping.wait(random.uniform(0.1, 0.5))
+        if not self._stopping.is_set():  # superseded by a TLS reload: its stream was replaced or never made
+            with self._lock:
+                if channel in self._channels:
+                    self._channels.remove(channel)
+            channel.close()
 
-    def _wait_ready(self, channel: grpc.Channel) -> bool:
+    def _wait_ready(self, channel: grpc.Channel, current: Callable[[], bool]) -> bool:
         ready = grpc.channel_ready_future(channel)
         try:
-            while not self._stopping.is_set():
+            while current():
                 try:
                     ready.result(timeout=0.25)
                     return True
@@ -618,6 +652,15 @@ class PeerLinks:
         why = check_hello(frame.hello, cluster_id=self.cluster_id, speaker=voter, listener=self.node_id,
                           echo_nonce=nonce)
         return (None, why) if why else (frame.hello, "")
+
+
+def _client_cert(context: grpc.ServicerContext) -> str:
+    auth = cast(Mapping[str, Sequence[bytes]], context.auth_context())
+    pems = list(auth.get("x509_pem_cert") or ())
+    try:
+        return cert_summary(pems[0]) if pems else "(none)"
+    except ValueError:
+        return "(unreadable)"
 
 
 def _grpc_message_limit(limits: LinkLimits) -> int:
