@@ -25,6 +25,8 @@ MAX_QUANTITY = 2**40  # MiB or millicores; far above any real machine, and safe 
 # Worker names are host-like; GPU UUIDs are NVML's "GPU-<uuid>" / "MIG-<uuid>" (old MIG ids contain "/").
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 UUID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]*")
+# MIG profiles as NVML names them: "1g.10gb", "3g.40gb", "1g.10gb+me".
+PROFILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
 class InventoryError(OperatorError):

@@ -8,10 +8,19 @@ crashes over a GPU query. Per GPU, health is best-effort, from what NVML exposes
 - no retired pages pending (pre-Ampere ECC page retirement) and no pending or failed row remapping
   (Ampere and newer); "not supported" on a device means the check does not apply;
 - no critical XID event seen since start, except the XIDs that report an application's own fault
-  (13, 31, 43, 45, 68, 109), which say nothing about the GPU. A critical XID sticks until restart.
+  (13, 31, 43, 45, 68, 109), which say nothing about the GPU. A critical XID sticks until restart;
+- no thermal alarm: hardware thermal slowdown asserted, or the temperature at or above the shutdown
+  threshold (devices that report neither are not judged);
+- no failed fan, where NVML reports fan state (the unit API of S-class systems).
 
-MIG: when MIG mode is on, each MIG instance is reported as a GPU (its MIG UUID and its own memory)
-instead of the parent, so the scheduler books instances, never the whole card twice.
+Why a GPU is unhealthy goes into the inventory (`Gpu.fault`, stable wording without live readings,
+so the inventory's fingerprint does not churn). A device that is lost or unreadable is reported as
+`unreadable-<index>`; its real UUID then vanishes from the inventory, which the federation treats as
+a failed unit as well (domain/placement/gpu_health.py).
+
+MIG: when MIG mode is on, each MIG instance is reported as a GPU (its MIG UUID, its own memory, the
+parent's UUID and its profile, e.g. "1g.10gb") instead of the parent, so the scheduler books
+instances, never the whole card and a slice of it.
 
 Health changes are logged when they happen (not on every read): WARNING with the reason when a GPU turns
 unhealthy, INFO when it recovers.
@@ -21,8 +30,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fedraft.domain.placement.model import Gpu, Inventory, Worker
@@ -34,6 +44,11 @@ MIB = 1024 * 1024
 _FEATURE_ENABLED = 1                 # NVML_FEATURE_ENABLED / NVML_DEVICE_MIG_ENABLE
 _XID_CRITICAL_ERROR = 0x0000000000000008  # nvmlEventTypeXidCriticalError
 _APPLICATION_XIDS = frozenset({13, 31, 43, 45, 68, 109})  # the application's fault, not the GPU's
+_HW_THERMAL_SLOWDOWN = 0x0000000000000040  # nvmlClocksThrottleReasonHwThermalSlowdown
+_TEMPERATURE_GPU = 0                       # NVML_TEMPERATURE_GPU
+_THRESHOLD_SHUTDOWN = 0                    # NVML_TEMPERATURE_THRESHOLD_SHUTDOWN
+_FAN_FAILED = 1                            # NVML_FAN_FAILED
+_PROFILE_IN_NAME = re.compile(r"(\d+c\.)?\d+g\.\d+gb(\+[a-z]+)?$")
 _HINT = "install the NVIDIA driver and `pip install fedraft[nvml]`, or use a static inventory file"
 
 
@@ -54,6 +69,7 @@ class NvmlInventory:
         self._events: Any = None
         self._xid: dict[str, int] = {}        # uuid -> first critical XID seen
         self._reported: dict[str, str] = {}   # uuid -> problem last logged ("" = healthy)
+        self._failed_fans: frozenset[str] = frozenset()
         self._closed = False
 
     @classmethod
@@ -97,6 +113,7 @@ class NvmlInventory:
                                            hint=_HINT) from None
             gpus: dict[str, Gpu] = {}
             problems: dict[str, str] = {}
+            self._failed_fans = self._fan_failures()
             for index in range(count):
                 try:
                     probe = self._probe(index)
@@ -108,8 +125,9 @@ class NvmlInventory:
                     if gpu.uuid in gpus:  # never expected from NVML; keep the keys unique regardless
                         log.warning("NVML on %s: GPU %s listed twice; ignoring the repeat", self.host, gpu.uuid)
                         continue
-                    gpus[gpu.uuid] = gpu
-                    problems[gpu.uuid] = probe.problems.get(gpu.uuid, "")
+                    why = probe.problems.get(gpu.uuid, "")
+                    gpus[gpu.uuid] = replace(gpu, healthy=False, fault=_clean(why)) if why else gpu
+                    problems[gpu.uuid] = why
             self._log_changes(problems)
             worker = Worker(name=self.host, cpu_millis=host_cpu_millis(), ram_mb=host_ram_mb(),
                             gpus=tuple(gpus[u] for u in sorted(gpus)))
@@ -147,13 +165,16 @@ class NvmlInventory:
             problems.append(f"memory unreadable: {_one_line(exc)}")
             memory_mb = 0
         self._ecc_health(handle, problems)
+        self._thermal_health(handle, problems)
+        if uuid in self._failed_fans:
+            problems.append("fan failed")
         if uuid in self._xid:
             problems.append(f"critical XID {self._xid[uuid]} (needs a GPU reset)")
         instances = self._mig_instances(handle, model, problems)
         if instances is not None:
             # The parent's problems apply to every instance on it.
             why = "; ".join(problems)
-            return _Probe(tuple(Gpu(g.uuid, g.model, g.memory_mb, healthy=not problems) for g in instances),
+            return _Probe(tuple(replace(g, parent=uuid, healthy=not problems) for g in instances),
                           {g.uuid: why for g in instances} if problems else {})
         gpu = Gpu(uuid, model, memory_mb, healthy=not problems)
         return _Probe((gpu,), {uuid: "; ".join(problems)} if problems else {})
@@ -211,8 +232,56 @@ class NvmlInventory:
             except Exception as exc:
                 problems.append(f"MIG slot {slot} unreadable: {_one_line(exc)}")
                 continue
-            out.append(Gpu(mig_uuid, _clean(f"{model} MIG"), mig_memory))
+            out.append(Gpu(mig_uuid, _clean(f"{model} MIG"), mig_memory, profile=self._mig_profile(mig, mig_memory)))
         return out
+
+    def _mig_profile(self, mig: Any, memory_mb: int) -> str:
+        """The instance's profile as NVML names it at the end of the MIG device's name ("... MIG 1g.10gb");
+        from its memory when the name does not say."""
+        try:
+            found = _PROFILE_IN_NAME.search(_text(self._nv.nvmlDeviceGetName(mig)).split(" ")[-1])
+        except Exception:
+            found = None
+        return found.group(0) if found else f"mig.{memory_mb}mb"
+
+    def _thermal_health(self, handle: Any, problems: list[str]) -> None:
+        nv = self._nv
+        reasons = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+            nv, "nvmlDeviceGetCurrentClocksThrottleReasons", None)
+        try:
+            if reasons is not None and int(reasons(handle)) & _HW_THERMAL_SLOWDOWN:
+                problems.append("thermal alarm: hardware thermal slowdown")
+                return
+        except Exception as exc:
+            if not self._not_applicable(exc):
+                problems.append(f"clock event reasons unreadable: {_one_line(exc)}")
+        try:
+            temperature = int(nv.nvmlDeviceGetTemperature(handle, _TEMPERATURE_GPU))
+            shutdown = int(nv.nvmlDeviceGetTemperatureThreshold(handle, _THRESHOLD_SHUTDOWN))
+        except Exception:
+            return  # no reading or no threshold: nothing to judge by
+        if shutdown > 0 and temperature >= shutdown:
+            problems.append("thermal alarm: at the shutdown temperature")
+
+    def _fan_failures(self) -> frozenset[str]:
+        """UUIDs of the GPUs in a unit whose fan NVML reports failed (S-class units only; else none)."""
+        nv = self._nv
+        failed: set[str] = set()
+        try:
+            units = int(nv.nvmlUnitGetCount())
+        except Exception:
+            return frozenset()
+        for index in range(units):
+            try:
+                unit = nv.nvmlUnitGetHandleByIndex(index)
+                info = nv.nvmlUnitGetFanSpeedInfo(unit)
+                if not any(int(f.state) == _FAN_FAILED for f in info.fans[:int(info.count)]):
+                    continue
+                for device in nv.nvmlUnitGetDevices(unit):
+                    failed.add(_text(nv.nvmlDeviceGetUUID(device)))
+            except Exception as exc:
+                log.debug("NVML on %s: unit %d fan state: %s", self.host, index, _one_line(exc))
+        return frozenset(failed)
 
     # --- XID events ------------------------------------------------------------------------------
 

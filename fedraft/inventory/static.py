@@ -9,6 +9,17 @@
     model = "NVIDIA A100-SXM4-80GB"
     memory_mb = 81920
     healthy = true          # optional, default true
+    fault = "xid 79"        # optional: why it is unhealthy (implies healthy = false)
+
+A MIG instance is a unit of its own, with the UUID of the GPU it is carved from and its profile (the
+card itself is then not listed: a whole GPU and its instances are never both schedulable):
+
+    [[workers.gpus]]
+    uuid = "MIG-..."
+    model = "NVIDIA A100-SXM4-80GB MIG"
+    memory_mb = 9856
+    parent = "GPU-..."
+    profile = "1g.10gb"
 
 The JSON form is the same document: {"workers": [{"name": ..., "gpus": [{"uuid": ...}]}]}.
 Validation is strict (unknown keys, wrong types, out-of-range numbers, duplicates, odd characters are
@@ -36,14 +47,16 @@ from fedraft.inventory.base import (
     MAX_QUANTITY,
     MAX_WORKERS,
     NAME_RE,
+    PROFILE_RE,
     UUID_RE,
     InventoryFileError,
 )
 
 _TOP_KEYS = frozenset({"workers"})
 _WORKER_KEYS = frozenset({"name", "cpu_millis", "ram_mb", "gpus"})
-_GPU_KEYS = frozenset({"uuid", "model", "memory_mb", "healthy"})
+_GPU_KEYS = frozenset({"uuid", "model", "memory_mb", "healthy", "fault", "parent", "profile"})
 _FORMATS = {".toml": "TOML", ".json": "JSON"}
+_ALLOWED = {UUID_RE: ". _ : / -", PROFILE_RE: ". + _ -"}
 
 
 class StaticInventory:
@@ -171,6 +184,7 @@ def _parse_document(doc: Any, where: str) -> Inventory:
     workers: list[Worker] = []
     names: dict[str, str] = {}
     uuids: dict[str, str] = {}
+    parents: dict[str, str] = {}
     for i, wdoc in enumerate(workers_doc):
         at = f"workers[{i}]"
         if not isinstance(wdoc, dict):
@@ -198,14 +212,30 @@ def _parse_document(doc: Any, where: str) -> Inventory:
             if uuid in uuids:
                 _fail(where, f"{gat}.uuid", f"{_show(uuid)} is already used by {uuids[uuid]}")
             uuids[uuid] = gat
+            fault = _string(gdoc, "fault", where, gat) if "fault" in gdoc else ""
+            healthy = _flag(gdoc, "healthy", where, gat, default=not fault)
+            if healthy and fault:
+                _fail(where, f"{gat}.fault", "is given for a GPU marked healthy = true")
+            parent = _identifier(gdoc, "parent", where, gat, UUID_RE) if "parent" in gdoc else ""
+            profile = _identifier(gdoc, "profile", where, gat, PROFILE_RE) if "profile" in gdoc else ""
+            if bool(parent) != bool(profile):
+                _fail(where, gat, "a MIG instance needs both 'parent' and 'profile'")
+            if parent:
+                parents[parent] = gat
             gpus.append(Gpu(
                 uuid=uuid,
                 model=_model(gdoc, where, gat),
                 memory_mb=_quantity(gdoc, "memory_mb", where, gat, minimum=1),
-                healthy=_flag(gdoc, "healthy", where, gat, default=True),
+                healthy=healthy,
+                parent=parent,
+                profile=profile,
+                fault=fault if not healthy else "",
             ))
         workers.append(Worker(name=name, cpu_millis=cpu, ram_mb=ram,
                               gpus=tuple(sorted(gpus, key=lambda g: g.uuid))))
+    for parent in sorted(set(parents) & set(uuids)):
+        _fail(where, f"{parents[parent]}.parent", f"{_show(parent)} is also listed as a whole GPU "
+              f"({uuids[parent]}); with MIG on, list its instances only")
     return Inventory(workers=tuple(sorted(workers, key=lambda w: w.name)))
 
 
@@ -235,7 +265,7 @@ def _identifier(doc: dict[str, Any], key: str, where: str, at: str, pattern: re.
     value = _string(doc, key, where, at)
     if not pattern.fullmatch(value):
         _fail(where, f"{at}.{key}", f"{_show(value)} may contain only ASCII letters, digits and "
-              f"{'. _ : / -' if pattern is UUID_RE else '. _ : -'}, starting with a letter or digit")
+              f"{_ALLOWED.get(pattern, '. _ : -')}, starting with a letter or digit")
     return value
 
 

@@ -15,6 +15,7 @@ from fedraft.domain.commands import Command
 from fedraft.domain.placement import commands as pc
 from fedraft.domain.placement.model import (
     Gpu,
+    GpuFault,
     Health,
     Inventory,
     Move,
@@ -42,13 +43,15 @@ def _enum(kind: type[E], value: str, what: str) -> E:
 
 def workers_from_pb(workers: Iterable[ppb.WorkerInfo]) -> tuple[Worker, ...]:
     return tuple(Worker(w.name, w.cpu_millis, w.ram_mb,
-                        tuple(Gpu(g.uuid, g.model, g.memory_mb, g.healthy) for g in w.gpus))
+                        tuple(Gpu(g.uuid, g.model, g.memory_mb, g.healthy, g.parent, g.profile, g.fault)
+                              for g in w.gpus))
                  for w in workers)
 
 
 def workers_to_pb(workers: tuple[Worker, ...]) -> list[ppb.WorkerInfo]:
     return [ppb.WorkerInfo(name=w.name, cpu_millis=w.cpu_millis, ram_mb=w.ram_mb,
-                           gpus=[ppb.GpuUnit(uuid=g.uuid, model=g.model, memory_mb=g.memory_mb, healthy=g.healthy)
+                           gpus=[ppb.GpuUnit(uuid=g.uuid, model=g.model, memory_mb=g.memory_mb, healthy=g.healthy,
+                                                 parent=g.parent, profile=g.profile, fault=g.fault)
                                  for g in w.gpus])
             for w in workers]
 
@@ -61,14 +64,14 @@ def spec_from_pb(s: ppb.WorkloadSpec) -> WorkloadSpec:
     return WorkloadSpec(gpus=s.gpus, gpu_memory_mb=s.gpu_memory_mb, cpu_millis=s.cpu_millis, ram_mb=s.ram_mb,
                         priority=s.priority, min_trust=trust, labels=tuple(s.labels),
                         exclude_pools=tuple(s.exclude_pools), preferred_region=s.preferred_region, model=s.model,
-                        max_latency_ms=s.max_latency_ms)
+                        max_latency_ms=s.max_latency_ms, mig_profile=s.mig_profile)
 
 
 def spec_to_pb(s: WorkloadSpec) -> ppb.WorkloadSpec:
     return ppb.WorkloadSpec(gpus=s.gpus, gpu_memory_mb=s.gpu_memory_mb, cpu_millis=s.cpu_millis, ram_mb=s.ram_mb,
                             priority=s.priority, min_trust=s.min_trust.label, labels=list(s.labels),
                             exclude_pools=list(s.exclude_pools), preferred_region=s.preferred_region,
-                            model=s.model, max_latency_ms=s.max_latency_ms)
+                            model=s.model, max_latency_ms=s.max_latency_ms, mig_profile=s.mig_profile)
 
 
 # ---- commands ----
@@ -130,7 +133,8 @@ def pool_to_pb(p: Pool) -> ppb.PoolRecord:
     rec = ppb.PoolRecord(id=p.id, region=p.region, tier=p.tier, labels=list(p.labels), voter=p.voter,
                          health=p.status.health.value, last_heartbeat_ms=p.status.last_heartbeat_ms,
                          changed_ms=p.status.changed_ms, down_events_ms=list(p.status.down_events_ms),
-                         workers=workers_to_pb(p.inventory.workers), cordoned=p.cordoned)
+                         workers=workers_to_pb(p.inventory.workers), cordoned=p.cordoned,
+                         gpu_faults=[_fault_to_pb(f) for f in p.gpu_faults])
     if p.drain_started_ms is not None:
         rec.drain_started_ms = p.drain_started_ms
     return rec
@@ -140,7 +144,17 @@ def pool_from_pb(r: ppb.PoolRecord) -> Pool:
     status = PoolHealth(_enum(Health, r.health, "pool health"), r.last_heartbeat_ms, r.changed_ms,
                         tuple(r.down_events_ms))
     return Pool(r.id, r.region, r.tier, tuple(r.labels), r.voter, status, Inventory(workers_from_pb(r.workers)),
-                r.cordoned, r.drain_started_ms if r.HasField("drain_started_ms") else None)
+                r.cordoned, r.drain_started_ms if r.HasField("drain_started_ms") else None,
+                tuple(GpuFault(f.uuid, f.worker, f.reason, f.since_ms,
+                               f.healthy_since_ms if f.HasField("healthy_since_ms") else None)
+                      for f in r.gpu_faults))
+
+
+def _fault_to_pb(f: GpuFault) -> ppb.GpuFaultRecord:
+    rec = ppb.GpuFaultRecord(uuid=f.uuid, worker=f.worker, reason=f.reason, since_ms=f.since_ms)
+    if f.healthy_since_ms is not None:
+        rec.healthy_since_ms = f.healthy_since_ms
+    return rec
 
 
 def workload_to_pb(w: Workload) -> ppb.WorkloadRecord:

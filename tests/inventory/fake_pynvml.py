@@ -43,6 +43,23 @@ class FakeGpu:
     retired_pending: int = 0                   # NVML_FEATURE_ENABLED = 1
     remapped: tuple[int, int, int, int] = (0, 0, 0, 0)
     mig: list[FakeGpu] | None = None           # MIG instances when MIG mode is on
+    clock_events: int | None = 0               # clock event (throttle) reasons bitmask; None: not supported
+    temperature: int | None = 45               # degrees C; None: not supported
+    shutdown_threshold: int = 90
+
+
+@dataclass
+class FakeFan:
+    speed: int = 50
+    state: int = 0                             # NVML_FAN_NORMAL = 0, NVML_FAN_FAILED = 1
+
+
+@dataclass
+class FakeUnit:
+    """An S-class unit: its fans and the GPUs in it (the unit API is the only place NVML reports fan state)."""
+
+    devices: list[FakeGpu]
+    fans: list[FakeFan] = field(default_factory=lambda: [FakeFan(), FakeFan()])
 
 
 @dataclass
@@ -65,6 +82,7 @@ class FakeNvml:
         self.init_calls = 0
         self.shutdown_calls = 0
         self.freed_event_sets = 0
+        self.units: list[FakeUnit] = []           # none: the unit API reports no units (most systems)
 
     def module(self) -> types.ModuleType:
         m = types.ModuleType("pynvml")
@@ -137,6 +155,34 @@ class FakeNvml:
         if handle.mig is None or index >= len(handle.mig):
             raise NotFound()
         return handle.mig[index]
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: FakeGpu) -> int:
+        self._query(handle, "clock_events")
+        if handle.clock_events is None:
+            raise NotSupported()
+        return handle.clock_events
+
+    def nvmlDeviceGetTemperature(self, handle: FakeGpu, sensor: int) -> int:
+        self._query(handle, "temperature")
+        if handle.temperature is None:
+            raise NotSupported()
+        return handle.temperature
+
+    def nvmlDeviceGetTemperatureThreshold(self, handle: FakeGpu, kind: int) -> int:
+        return handle.shutdown_threshold
+
+    def nvmlUnitGetCount(self) -> int:
+        return len(self.units)
+
+    def nvmlUnitGetHandleByIndex(self, index: int) -> FakeUnit:
+        return self.units[index]
+
+    def nvmlUnitGetFanSpeedInfo(self, unit: FakeUnit) -> Any:
+        fans = [types.SimpleNamespace(speed=f.speed, state=f.state) for f in unit.fans]
+        return types.SimpleNamespace(count=len(fans), fans=fans + [types.SimpleNamespace(speed=0, state=0)] * 4)
+
+    def nvmlUnitGetDevices(self, unit: FakeUnit) -> list[FakeGpu]:
+        return list(unit.devices)
 
     def nvmlEventSetCreate(self) -> object:
         if not self.events_supported:

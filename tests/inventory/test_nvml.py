@@ -16,6 +16,7 @@ from tests.inventory.fake_pynvml import (
     FakeEvent,
     FakeGpu,
     FakeNvml,
+    FakeUnit,
     GpuIsLost,
     LibraryNotFound,
     NoPermission,
@@ -54,7 +55,8 @@ def test_an_unreadable_gpu_is_reported_unhealthy_and_logged(
     with caplog.at_level(logging.INFO, logger="fedraft.inventory"):
         inv = source.read()
         gpus = inv.workers[0].gpus
-        assert gpus == (Gpu("GPU-ok", "NVIDIA A100-SXM4-80GB", 81920, True), Gpu("unreadable-1", "unknown", 0, False))
+        assert gpus == (Gpu("GPU-ok", "NVIDIA A100-SXM4-80GB", 81920, True),
+                        Gpu("unreadable-1", "unknown", 0, False, fault="device 1 unreadable: GPU is lost"))
         assert inv.gpu_count == 1
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert warnings == ["NVML on h: GPU unreadable-1 is unhealthy: device 1 unreadable: GPU is lost"]
@@ -127,21 +129,68 @@ def test_no_xid_events_is_fine(install_nvml: Install) -> None:
 
 
 def test_mig_instances_are_reported_instead_of_the_card(install_nvml: Install) -> None:
-    instances = [FakeGpu("MIG-2", memory_bytes=20 * 1024**3), FakeGpu("MIG-1", memory_bytes=10 * 1024**3)]
+    instances = [FakeGpu("MIG-2", "NVIDIA A100-SXM4-80GB MIG 2g.20gb", memory_bytes=20 * 1024**3),
+                 FakeGpu("MIG-1", "NVIDIA A100-SXM4-80GB MIG 1g.10gb", memory_bytes=10 * 1024**3)]
     card = FakeGpu("GPU-card", mig=instances)
     install_nvml(FakeNvml([card, FakeGpu("GPU-plain")]))
     gpus = NvmlInventory.open("h").read().workers[0].gpus
     assert gpus == (
         Gpu("GPU-plain", "NVIDIA A100-SXM4-80GB", 81920),
-        Gpu("MIG-1", "NVIDIA A100-SXM4-80GB MIG", 10240),
-        Gpu("MIG-2", "NVIDIA A100-SXM4-80GB MIG", 20480),
+        Gpu("MIG-1", "NVIDIA A100-SXM4-80GB MIG", 10240, parent="GPU-card", profile="1g.10gb"),
+        Gpu("MIG-2", "NVIDIA A100-SXM4-80GB MIG", 20480, parent="GPU-card", profile="2g.20gb"),
     )
+
+
+def test_a_mig_profile_nvml_does_not_name_is_made_from_the_memory(install_nvml: Install) -> None:
+    card = FakeGpu("GPU-card", mig=[FakeGpu("MIG-1", "odd name", memory_bytes=5 * 1024**3)])
+    install_nvml(FakeNvml([card]))
+    assert NvmlInventory.open("h").read().workers[0].gpus[0].profile == "mig.5120mb"
 
 
 def test_mig_instances_inherit_the_card_problems(install_nvml: Install) -> None:
     card = FakeGpu("GPU-card", retired_pending=1, mig=[FakeGpu("MIG-1")])
     install_nvml(FakeNvml([card]))
-    assert NvmlInventory.open("h").read().workers[0].gpus == (Gpu("MIG-1", "NVIDIA A100-SXM4-80GB MIG", 81920, False),)
+    assert NvmlInventory.open("h").read().workers[0].gpus == (
+        Gpu("MIG-1", "NVIDIA A100-SXM4-80GB MIG", 81920, False, parent="GPU-card", profile="mig.81920mb",
+            fault="retired pages pending (needs a GPU reset)"),)
+
+
+@pytest.mark.parametrize(("gpu", "fault"), [
+    (FakeGpu("GPU-x", retired_pending=1), "retired pages pending (needs a GPU reset)"),
+    (FakeGpu("GPU-x", remapped=(0, 1, 1, 0)), "row remapping pending (needs a GPU reset)"),
+    (FakeGpu("GPU-x", clock_events=0x40), "thermal alarm: hardware thermal slowdown"),
+    (FakeGpu("GPU-x", temperature=95, shutdown_threshold=92), "thermal alarm: at the shutdown temperature"),
+    (FakeGpu("GPU-x", failing={"memory": Unknown}), "memory unreadable: Unknown Error"),
+])
+def test_each_health_signal_names_the_fault(install_nvml: Install, gpu: FakeGpu, fault: str) -> None:
+    install_nvml(FakeNvml([gpu, FakeGpu("GPU-y")]))
+    x, y = NvmlInventory.open("h").read().workers[0].gpus
+    assert (x.healthy, x.fault) == (False, fault)
+    assert (y.healthy, y.fault) == (True, "")
+
+
+def test_no_thermal_reading_is_no_evidence(install_nvml: Install) -> None:
+    install_nvml(FakeNvml([FakeGpu("GPU-x", clock_events=None, temperature=None)]))
+    assert NvmlInventory.open("h").read().workers[0].gpus[0].healthy
+
+
+def test_a_failed_fan_marks_the_gpus_of_its_unit(install_nvml: Install) -> None:
+    a, b, c = FakeGpu("GPU-a"), FakeGpu("GPU-b"), FakeGpu("GPU-c")
+    fake = install_nvml(FakeNvml([a, b, c]))
+    fake.units = [FakeUnit([a, b]), FakeUnit([c])]
+    source = NvmlInventory.open("h")
+    assert all(g.healthy for g in source.read().workers[0].gpus)
+    fake.units[0].fans[1].state = 1  # NVML_FAN_FAILED
+    gpus = source.read().workers[0].gpus
+    assert [(g.uuid, g.healthy, g.fault) for g in gpus] == [
+        ("GPU-a", False, "fan failed"), ("GPU-b", False, "fan failed"), ("GPU-c", True, "")]
+
+
+def test_a_critical_xid_is_the_fault(install_nvml: Install) -> None:
+    fake = install_nvml(FakeNvml([FakeGpu("GPU-x")]))
+    source = NvmlInventory.open("h")
+    fake.pending_events.append(FakeEvent(fake.gpus[0], XID, 79))
+    assert source.read().workers[0].gpus[0].fault == "critical XID 79 (needs a GPU reset)"
 
 
 def test_device_count_failing_is_unavailable_not_a_crash(install_nvml: Install, two_gpus: FakeNvml) -> None:

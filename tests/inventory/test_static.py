@@ -299,3 +299,59 @@ def test_toml_singular_table_name_is_an_unknown_key(tmp_path: Path) -> None:
     text = '[[worker]]\nname = "w"\ncpu_millis = 1\nram_mb = 1\n'
     with pytest.raises(InventoryFileError, match=r"unknown key\(s\) 'worker' \(did you mean 'workers'\?\)"):
         load_inventory_file(_write(tmp_path, "inv.toml", text))
+
+
+# -- GPU faults and MIG instances (issue 9) ---------------------------------------------------------
+
+MIG_DOC = """
+[[workers]]
+name = "gpu-a"
+cpu_millis = 32000
+ram_mb = 262144
+[[workers.gpus]]
+uuid = "MIG-b"
+model = "NVIDIA A100-SXM4-80GB MIG"
+memory_mb = 19968
+parent = "GPU-card"
+profile = "2g.20gb"
+[[workers.gpus]]
+uuid = "MIG-a"
+model = "NVIDIA A100-SXM4-80GB MIG"
+memory_mb = 9856
+parent = "GPU-card"
+profile = "1g.10gb"
+[[workers.gpus]]
+uuid = "GPU-hot"
+model = "NVIDIA H100"
+memory_mb = 81920
+fault = "thermal alarm: hardware thermal slowdown"
+"""
+
+
+def test_mig_instances_and_a_fault_are_described() -> None:
+    inv = parse_inventory(MIG_DOC.encode(), "TOML", "inventory t")
+    assert inv.workers[0].gpus == (
+        Gpu("GPU-hot", "NVIDIA H100", 81920, healthy=False, fault="thermal alarm: hardware thermal slowdown"),
+        Gpu("MIG-a", "NVIDIA A100-SXM4-80GB MIG", 9856, parent="GPU-card", profile="1g.10gb"),
+        Gpu("MIG-b", "NVIDIA A100-SXM4-80GB MIG", 19968, parent="GPU-card", profile="2g.20gb"),
+    )
+    assert inv.gpu_count == 2
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ('healthy = true\nfault = "xid 79"', "fault is given for a GPU marked healthy = true"),
+    ('parent = "GPU-x"', "needs both 'parent' and 'profile'"),
+    ('profile = "1g.10gb"', "needs both 'parent' and 'profile'"),
+    ('parent = "GPU-x"\nprofile = "1g 10gb"', "profile '1g 10gb' may contain only"),
+])
+def test_bad_fault_or_mig_keys_are_refused(extra: str, message: str) -> None:
+    doc = ('[[workers]]\nname = "w"\ncpu_millis = 1\nram_mb = 1\n[[workers.gpus]]\nuuid = "MIG-1"\n'
+           f'model = "m"\nmemory_mb = 10\n{extra}\n')
+    with pytest.raises(InventoryFileError, match=message):
+        parse_inventory(doc.encode(), "TOML", "inventory t")
+
+
+def test_a_card_listed_whole_and_as_a_mig_parent_is_refused() -> None:
+    doc = MIG_DOC + '[[workers.gpus]]\nuuid = "GPU-card"\nmodel = "A100"\nmemory_mb = 81920\n'
+    with pytest.raises(InventoryFileError, match="'GPU-card' is also listed as a whole GPU"):
+        parse_inventory(doc.encode(), "TOML", "inventory t")

@@ -25,7 +25,7 @@ from fedraft.consensus.handlers.context import ApplyContext, EntryScope, Rule, T
 from fedraft.domain import commands as c
 from fedraft.domain.outcome import Code
 from fedraft.domain.placement import commands as pc
-from fedraft.domain.placement import health, lifecycle, orchestration
+from fedraft.domain.placement import gpu_health, health, lifecycle, orchestration
 from fedraft.domain.placement.model import Move, Phase, Policy, Pool, Workload
 from fedraft.domain.roles import Role
 from fedraft.domain.scheduler.explain import encode_explanation
@@ -203,10 +203,30 @@ def _inventory(ctx: ApplyContext, command: c.Command) -> pb.Result:
     pool = _own_pool(ctx, command.pool)
     if isinstance(pool, pb.Result):
         return pool
+    policy = schema.policy(ctx.st)
+    changed = command.inventory != pool.inventory
+    faults = gpu_health.record_inventory(pool, command.inventory, ctx.now_ms) if changed else pool.gpu_faults
     updated = replace(pool, inventory=command.inventory, region=command.region, tier=command.tier,
-                      labels=command.labels)
-    _save_pool(ctx, health.on_heartbeat(updated, ctx.now_ms, schema.policy(ctx.st)))
+                      labels=command.labels, gpu_faults=faults)
+    updated = health.on_heartbeat(updated, ctx.now_ms, policy)
+    _save_pool(ctx, updated)
+    if changed:
+        _move_off_failed_units(ctx, updated, policy)
     return ctx.result()
+
+
+def _move_off_failed_units(ctx: ApplyContext, pool: Pool, policy: Policy) -> None:
+    """Work whose worker or GPU units the new inventory lost or reports unhealthy moves at once
+    (orchestration.plan_gpu_failover: the failover rules, reason "gpu-fault")."""
+    view = _view(ctx.st, ctx.scope)
+    broken = tuple((w, why) for w in view.running_on(pool.id)
+                   if (why := gpu_health.broken_reason(w, pool)) is not None)
+    if not broken:
+        return
+    plan = orchestration.plan_gpu_failover(view, broken, ctx.now_ms, ctx.index, policy)
+    for w in plan.workloads:
+        schema.put_workload(ctx.st, w)
+    invalidate_placement_view(ctx)  # the plan moved the view on its own: the next envelope rebuilds it
 
 
 def _submit(ctx: ApplyContext, command: c.Command) -> pb.Result:

@@ -11,6 +11,7 @@ from fedraft.domain.placement.model import Inventory, Phase, WorkloadSpec
 from fedraft.domain.roles import Role
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_PROFILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")  # MIG profiles: 1g.10gb, 3g.40gb, 1g.10gb+me
 MAX_GPUS_PER_WORKLOAD = 64
 MAX_LIST_ITEMS = 32
 POOL_ACTIONS = ("drain", "cordon", "uncordon")
@@ -86,6 +87,10 @@ def _spec_problem(spec: WorkloadSpec) -> str | None:
         return f"gpus must be 0..{MAX_GPUS_PER_WORKLOAD}"
     if spec.gpus == 0 and spec.gpu_memory_mb:
         return "gpu memory given for a workload that asks for no GPU"
+    if spec.gpus == 0 and spec.mig_profile:
+        return "a MIG profile given for a workload that asks for no GPU"
+    if spec.mig_profile and not _PROFILE.match(spec.mig_profile):
+        return f"MIG profile {spec.mig_profile!r} must be 1-32 characters of A-Z, a-z, 0-9, '.', '+', '_' or '-'"
     if spec.gpus == 0 and spec.cpu_millis == 0:
         return "a workload must ask for at least one GPU or some CPU"
     if min(spec.gpu_memory_mb, spec.cpu_millis, spec.ram_mb, spec.max_latency_ms) < 0:
@@ -133,6 +138,14 @@ def _inventory_problem(command: ReportInventory) -> str | None:
         return "a GPU UUID appears twice"
     if any([g.uuid for g in w.gpus] != sorted(g.uuid for g in w.gpus) for w in workers):
         return "GPUs must be sorted by UUID"
+    listed = set(uuids)
+    for gpu in (g for w in workers for g in w.gpus):
+        if bool(gpu.parent) != bool(gpu.profile):
+            return f"MIG instance {gpu.uuid} needs both a parent GPU and a profile"
+        if gpu.parent in listed:
+            return f"GPU {gpu.parent} is listed whole and as the parent of MIG instance {gpu.uuid}"
+        if gpu.healthy and gpu.fault:
+            return f"GPU {gpu.uuid} is healthy but names a fault"
     if list(command.labels) != sorted(set(command.labels)):
         return "labels must be sorted and unique"
     return None

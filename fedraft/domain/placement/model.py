@@ -59,10 +59,15 @@ class Phase(Enum):
 
 @dataclass(frozen=True, order=True)
 class Gpu:
+    """One schedulable unit: a whole GPU, or a MIG instance (then `parent` is the card's UUID)."""
+
     uuid: str
     model: str
     memory_mb: int
     healthy: bool = True
+    parent: str = ""                   # MIG: the UUID of the GPU this instance is carved from
+    profile: str = ""                  # MIG: the instance profile, e.g. "1g.10gb"; "" for a whole GPU
+    fault: str = ""                    # why it is unhealthy (the health signal), "" when healthy
 
 
 @dataclass(frozen=True, order=True)
@@ -94,6 +99,18 @@ class PoolHealth:
     down_events_ms: tuple[int, ...] = ()  # when it went DOWN, recent ones only (within hysteresis)
 
 
+@dataclass(frozen=True, order=True)
+class GpuFault:
+    """A GPU unit that failed (reported unhealthy or no longer reported) and takes no new work until it
+    has been reported healthy for the hysteresis window (see gpu_health.py)."""
+
+    uuid: str
+    worker: str                        # where it was when it failed
+    reason: str                        # the health signal, or "no longer reported"
+    since_ms: int                      # when it failed (last time reported failing)
+    healthy_since_ms: int | None = None  # reported healthy again since then; usable at this + hysteresis
+
+
 @dataclass(frozen=True)
 class Pool:
     id: str
@@ -105,6 +122,7 @@ class Pool:
     inventory: Inventory = field(default_factory=Inventory)
     cordoned: bool = False
     drain_started_ms: int | None = None  # graceful drain in progress since then
+    gpu_faults: tuple[GpuFault, ...] = ()  # sorted by uuid: units that take no new work (gpu_health.py)
 
 
 @dataclass(frozen=True)
@@ -120,6 +138,7 @@ class WorkloadSpec:
     preferred_region: str = ""
     model: str = ""                    # catalog model name: pools with a replica score data locality
     max_latency_ms: int = 0            # 0: no limit; else from the submitter's region (policy table)
+    mig_profile: str = ""              # only MIG instances of this profile (e.g. "1g.10gb"); "": any unit
 
 
 @dataclass(frozen=True, order=True)

@@ -52,6 +52,7 @@ from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from fedraft.domain.placement.gpu_health import clear_recovered, fault_deadline
 from fedraft.domain.placement.health import check_health, flapping_pools, health_deadline
 from fedraft.domain.placement.lifecycle import landing_phase, record_move, transition
 from fedraft.domain.placement.model import Health, Move, Phase, Policy, Pool, Workload
@@ -59,9 +60,10 @@ from fedraft.domain.scheduler.explain import encode_explanation
 from fedraft.domain.scheduler.stack import Decision, place
 from fedraft.domain.scheduler.view import FederationView
 
-__all__ = ["TickPlan", "next_deadline", "plan_tick", "start_drain"]
+__all__ = ["TickPlan", "next_deadline", "plan_gpu_failover", "plan_tick", "start_drain"]
 
 FAILOVER, RETRY, RETURN, DRAIN, REBALANCE, PREEMPTED = "failover", "retry", "return", "drain", "rebalance", "preempted"
+GPU_FAULT = "gpu-fault"   # its worker or a unit it holds failed or vanished (gpu_health.py)
 ACTIVE = (Phase.PLACED, Phase.RUNNING, Phase.MIGRATING)   # holding phases a drain turns into DRAINING
 RETURNABLE = (Phase.PLACED, Phase.RUNNING)
 
@@ -93,6 +95,19 @@ def plan_tick(view: FederationView, workloads: tuple[Workload, ...], now_ms: int
     return tick.plan()
 
 
+def plan_gpu_failover(view: FederationView, broken: tuple[tuple[Workload, str], ...], now_ms: int, index: int,
+                      policy: Policy) -> TickPlan:
+    """Move at once the work whose worker or GPU units failed (a ReportInventory at `now_ms`, log `index`):
+    the failover rules (any pool not flapping, this one included; preemption per policy; no target:
+    PENDING), highest priority first, then id. The scheduler is asked at most max_moves_per_tick
+    times; the rest is released to PENDING untried, so the next Tick retries it at once."""
+    tick = _Tick(view, tuple(w for w, _ in broken), now_ms, index, policy)
+    tick.flapping = flapping_pools(view.pools(), now_ms, policy)
+    for w, why in sorted(broken, key=lambda b: (-b[0].spec.priority, b[0].id)):
+        tick.gpu_failover(w, why)
+    return tick.plan()
+
+
 def start_drain(pool: Pool, workloads: Iterable[Workload], now_ms: int) -> tuple[Pool, tuple[Workload, ...]]:
     """Drain starts at `now_ms`: the pool takes no new work, and its work becomes DRAINING (sorted by id)."""
     drained = replace(pool, drain_started_ms=now_ms) if pool.drain_started_ms is None else pool
@@ -115,6 +130,7 @@ def next_deadline(pools: Iterable[Pool], workloads: Iterable[Workload], term_sta
     by_id = {p.id: p for p in sorted(pools, key=lambda p: p.id)}
     work = sorted((w for w in workloads if not w.phase.terminal), key=lambda w: w.id)
     due: list[int] = [d for d in (health_deadline(p, term_start_ms, policy) for p in by_id.values()) if d is not None]
+    due += [d for d in (fault_deadline(p, policy) for p in by_id.values() if p.gpu_faults) if d is not None]
     up_times = _up_times(by_id.values())
     for w in work:
         if w.phase.holds_resources and w.placement is not None:
@@ -230,6 +246,11 @@ class _Tick:
     def health(self, term_start_ms: int) -> None:
         for pool in self.view.pools():
             checked = check_health(pool, self.now, term_start_ms, self.policy)
+            if checked.gpu_faults:
+                recovered = clear_recovered(checked, self.now, self.policy)
+                if recovered is not checked:                # units back after their hysteresis
+                    checked = recovered
+                    self.target_appeared = True
             if checked is not pool:
                 self.view.set_pool(checked)
                 if checked.status.health is Health.UP:      # its flap history was cleared
@@ -317,6 +338,23 @@ class _Tick:
                         self._land(w, decision, REBALANCE, source_down=False)
                         continue
                 self._stay(w, decision)
+
+    def gpu_failover(self, w: Workload, why: str) -> None:
+        """Move work off a failed worker or unit: like a failover, but its own pool stays a target."""
+        source = w.placement.pool if w.placement is not None else ""
+        reason = f"{GPU_FAULT}: {why}"
+        if self.budget > 0:
+            decision = self._attempt(w, self.flapping, self.policy.preemption)
+            if decision.placement is not None:
+                self._land(w, decision, GPU_FAULT, source_down=True)
+                self._set(replace(self.work[w.id], reason=reason))
+                return
+            pending = self._must(transition(w, Phase.PENDING, f"{reason}; {decision.explanation.note}"))
+            pending = replace(pending, tried_ms=self.now, explanation=encode_explanation(decision.explanation))
+        else:   # over this report's budget: released now, tried by the next Tick (due at once: never tried)
+            self.view.release(w.id)
+            pending = replace(self._must(transition(w, Phase.PENDING, reason)), tried_ms=None)
+        self._record(pending, Move(self.now, self.index, source, "", GPU_FAULT))
 
     # -- moves ---------------------------------------------------------------------------------
 

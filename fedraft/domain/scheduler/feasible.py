@@ -15,11 +15,11 @@ sufficient ones by memory (best fit by memory), ties by UUID. Big GPUs stay free
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Set
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, replace
 from typing import cast
 
-from fedraft.domain.placement.model import Health, Policy, Pool, Trust, Workload, WorkloadSpec
+from fedraft.domain.placement.model import Gpu, Health, Policy, Pool, Trust, Workload, WorkloadSpec
 from fedraft.domain.scheduler.view import FederationView
 
 EXAMPLES = 3  # refused pools named per filter (lowest ids); the rest are counted
@@ -126,7 +126,8 @@ def latency(view: FederationView, req: Request, pool: Pool) -> str | None:
 
 
 def gpus(view: FederationView, req: Request, pool: Pool) -> str | None:
-    """A worker with `spec.gpus` free healthy GPUs of at least `spec.gpu_memory_mb` each."""
+    """A worker with `spec.gpus` free usable units of at least `spec.gpu_memory_mb` each (of MIG profile
+    `spec.mig_profile` when one is asked for)."""
     found = worker_fit(view, req, pool.id)
     return found[1] if isinstance(found, tuple) and found[0] == "gpus" else None
 
@@ -279,9 +280,15 @@ def worker_fit(view: FederationView, req: Request, pool_id: str) -> Fit | tuple[
     best: tuple[int, int, int, str] | None = None
     most = 0
     gpu_ok = cpu_ok = False
+    profile = spec.mig_profile
     for w in view.worker_capacity(pool_id):
         name, free_cpu, free_ram, free = w.name, w.cpu, w.ram, w.free
-        units = len(free) - bisect_left(free, (floor, "")) if want else 0
+        if not want:
+            units = 0
+        elif profile:
+            units = len(fitting_units(free, floor, profile, w.gpus))
+        else:
+            units = len(free) - bisect_left(free, (floor, ""))
         if units < want:
             most = max(most, units)
             continue
@@ -299,11 +306,25 @@ def worker_fit(view: FederationView, req: Request, pool_id: str) -> Fit | tuple[
             if not want:
                 return "cpu", "no workers reported"
             size = f" of >= {floor} MiB" if floor else ""
-            return "gpus", f"no worker has {want} free GPUs{size} (most {most})"
+            kind = f"free MIG {profile} instances" if profile else "free GPUs"
+            return "gpus", f"no worker has {want} {kind}{size} (most {most})"
         if not cpu_ok:
             return "cpu", f"no worker with the GPUs has {spec.cpu_millis}m CPU free"
         return "ram", f"no worker with the GPUs and CPU has {spec.ram_mb} MiB RAM free"
     worker = best[3]
     free = view.free_gpus_on(pool_id, worker)
+    if profile:
+        units_of = next(w.gpus for w in view.worker_capacity(pool_id) if w.name == worker)
+        return Fit(worker, tuple(sorted(uuid for _, uuid in fitting_units(free, floor, profile, units_of)[:want])))
     start = bisect_left(free, (floor, ""))
     return Fit(worker, tuple(sorted(uuid for _, uuid in free[start:start + want])))
+
+
+def fitting_units(free: list[tuple[int, str]], floor: int, profile: str,
+                  units: Mapping[str, Gpu]) -> list[tuple[int, str]]:
+    """The free units (sorted (memory, uuid)) of at least `floor` MiB, and of MIG profile `profile` when
+    one is asked for (only MIG instances carry a profile, so such work never gets a whole GPU)."""
+    start = bisect_left(free, (floor, ""))
+    if not profile:
+        return free[start:]
+    return [u for u in free[start:] if units[u[1]].profile == profile]

@@ -15,7 +15,7 @@ from collections.abc import Set
 from dataclasses import dataclass
 
 from fedraft.domain.placement.model import Workload
-from fedraft.domain.scheduler.feasible import Fit, Request
+from fedraft.domain.scheduler.feasible import Fit, Request, fitting_units
 from fedraft.domain.scheduler.rank import Scorer
 from fedraft.domain.scheduler.select import tie_order
 from fedraft.domain.scheduler.view import FederationView, Victim, WorkerFree
@@ -37,8 +37,14 @@ def _plan(view: FederationView, req: Request, worker: WorkerFree, victims: list[
     free = list(worker.free)
     cpu, ram = worker.cpu, worker.ram
 
+    profile = spec.mig_profile
+
     def units() -> int:
-        return len(free) - bisect_left(free, (floor, "")) if spec.gpus else 0
+        if not spec.gpus:
+            return 0
+        if profile:
+            return len(fitting_units(free, floor, profile, worker.gpus))
+        return len(free) - bisect_left(free, (floor, ""))
 
     evicted: list[Workload] = []
     for _, _, _, victim in victims:
@@ -51,7 +57,8 @@ def _plan(view: FederationView, req: Request, worker: WorkerFree, victims: list[
             if gpu is not None and gpu.healthy and view.gpu_owner(uuid) == victim.id:
                 gives.append((gpu.memory_mb, uuid))
         helps = (
-            (units() < spec.gpus and any(m >= floor for m, _ in gives))
+            (units() < spec.gpus and any(m >= floor and (not profile or worker.gpus[u].profile == profile)
+                                         for m, u in gives))
             or (cpu < spec.cpu_millis and victim.spec.cpu_millis > 0)
             or (ram < spec.ram_mb and victim.spec.ram_mb > 0)
         )
@@ -66,8 +73,8 @@ def _plan(view: FederationView, req: Request, worker: WorkerFree, victims: list[
         ram += victim.spec.ram_mb
     if units() < spec.gpus or cpu < spec.cpu_millis or ram < spec.ram_mb:
         return None
-    start = bisect_left(free, (floor, ""))
-    gpus = tuple(sorted(uuid for _, uuid in free[start:start + spec.gpus])) if spec.gpus else ()
+    chosen = fitting_units(free, floor, profile, worker.gpus)[:spec.gpus] if spec.gpus else []
+    gpus = tuple(sorted(uuid for _, uuid in chosen))
     return Fit(worker.name, gpus), tuple(evicted)
 
 

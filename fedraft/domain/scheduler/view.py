@@ -18,7 +18,8 @@ from fedraft.domain.placement.model import Gpu, Health, Pool, Trust, Workload
 
 
 class WorkerFree:
-    """One worker's free capacity: healthy unbooked GPUs as sorted (memory, uuid), CPU and RAM left.
+    """One worker's free capacity: usable unbooked GPU units as sorted (memory, uuid), CPU and RAM left.
+    `gpus` holds the usable units only: healthy and not waiting out a fault's hysteresis.
 
     Owned by the view and updated in place: readers must not modify it.
     """
@@ -52,12 +53,15 @@ class PoolCapacity:
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
+        faulted = {f.uuid for f in pool.gpu_faults}  # failed units wait out their hysteresis (gpu_health.py)
         self.rows = tuple(
-            WorkerFree(w.name, w.cpu_millis, w.ram_mb, {g.uuid: g for g in w.gpus})
+            WorkerFree(w.name, w.cpu_millis, w.ram_mb,
+                       {g.uuid: g for g in w.gpus if g.healthy and g.uuid not in faulted} if faulted else
+                       {g.uuid: g for g in w.gpus if g.healthy})
             for w in sorted(pool.inventory.workers, key=lambda w: w.name)
         )
         self.workers = {w.name: w for w in self.rows}
-        self.total_units = sum(1 for w in pool.inventory.workers for g in w.gpus if g.healthy)
+        self.total_units = sum(len(w.gpus) for w in self.rows)
         self.cpu_total = sum(w.cpu_millis for w in pool.inventory.workers)
         self.free_units = 0
         self.max_free = 0
@@ -571,10 +575,11 @@ class FederationView:
 
 def _same_for_placement(a: Pool, b: Pool) -> bool:
     """Nothing the view indexes differs between the two records of one pool (health, cordon, drain,
-    region, tier, labels, inventory): replacing the record is enough."""
+    region, tier, labels, inventory, faulted units): replacing the record is enough."""
     return (a.status.health is b.status.health and a.cordoned == b.cordoned
             and a.drain_started_ms == b.drain_started_ms and a.region == b.region and a.tier == b.tier
-            and a.labels == b.labels and a.inventory == b.inventory)
+            and a.labels == b.labels and a.inventory == b.inventory
+            and [f.uuid for f in a.gpu_faults] == [f.uuid for f in b.gpu_faults])
 
 
 def _step(sets: list[set[str]], pool_id: str, old: int, new: int) -> None:

@@ -51,10 +51,19 @@ class GpuUnit(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     MEMORY_MB_FIELD_NUMBER: _builtins.int
     HEALTHY_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
+    FAULT_FIELD_NUMBER: _builtins.int
     uuid: _builtins.str
     model: _builtins.str
     memory_mb: _builtins.int
     healthy: _builtins.bool
+    parent: _builtins.str
+    """MIG: the UUID of the GPU this instance is carved from"""
+    profile: _builtins.str
+    """MIG: the instance profile (e.g. 1g.10gb); empty for a whole GPU"""
+    fault: _builtins.str
+    """why it is unhealthy (the health signal); empty when healthy"""
     def __init__(
         self,
         *,
@@ -62,10 +71,13 @@ class GpuUnit(_message.Message):
         model: _builtins.str = ...,
         memory_mb: _builtins.int = ...,
         healthy: _builtins.bool = ...,
+        parent: _builtins.str = ...,
+        profile: _builtins.str = ...,
+        fault: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["healthy", b"healthy", "memory_mb", b"memory_mb", "model", b"model", "uuid", b"uuid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fault", b"fault", "healthy", b"healthy", "memory_mb", b"memory_mb", "model", b"model", "parent", b"parent", "profile", b"profile", "uuid", b"uuid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -157,6 +169,7 @@ class WorkloadSpec(_message.Message):
     PREFERRED_REGION_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     MAX_LATENCY_MS_FIELD_NUMBER: _builtins.int
+    MIG_PROFILE_FIELD_NUMBER: _builtins.int
     gpus: _builtins.int
     gpu_memory_mb: _builtins.int
     cpu_millis: _builtins.int
@@ -167,6 +180,8 @@ class WorkloadSpec(_message.Message):
     preferred_region: _builtins.str
     model: _builtins.str
     max_latency_ms: _builtins.int
+    mig_profile: _builtins.str
+    """only MIG instances of this profile; empty: any unit"""
     @_builtins.property
     def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -185,10 +200,11 @@ class WorkloadSpec(_message.Message):
         preferred_region: _builtins.str = ...,
         model: _builtins.str = ...,
         max_latency_ms: _builtins.int = ...,
+        mig_profile: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_millis", b"cpu_millis", "exclude_pools", b"exclude_pools", "gpu_memory_mb", b"gpu_memory_mb", "gpus", b"gpus", "labels", b"labels", "max_latency_ms", b"max_latency_ms", "min_trust", b"min_trust", "model", b"model", "preferred_region", b"preferred_region", "priority", b"priority", "ram_mb", b"ram_mb"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_millis", b"cpu_millis", "exclude_pools", b"exclude_pools", "gpu_memory_mb", b"gpu_memory_mb", "gpus", b"gpus", "labels", b"labels", "max_latency_ms", b"max_latency_ms", "mig_profile", b"mig_profile", "min_trust", b"min_trust", "model", b"model", "preferred_region", b"preferred_region", "priority", b"priority", "ram_mb", b"ram_mb"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -408,9 +424,45 @@ class PlacementResult(_message.Message):
 Global___PlacementResult: _TypeAlias = PlacementResult  # noqa: Y015
 
 @_typing.final
-class PoolRecord(_message.Message):
-    """---- records as the replicated state stores them ----"""
+class GpuFaultRecord(_message.Message):
+    """---- records as the replicated state stores them ----
 
+    A GPU unit that failed and takes no new work until reported healthy for the hysteresis window.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UUID_FIELD_NUMBER: _builtins.int
+    WORKER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SINCE_MS_FIELD_NUMBER: _builtins.int
+    HEALTHY_SINCE_MS_FIELD_NUMBER: _builtins.int
+    uuid: _builtins.str
+    worker: _builtins.str
+    reason: _builtins.str
+    since_ms: _builtins.int
+    healthy_since_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        uuid: _builtins.str = ...,
+        worker: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        since_ms: _builtins.int = ...,
+        healthy_since_ms: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_healthy_since_ms", b"_healthy_since_ms", "healthy_since_ms", b"healthy_since_ms"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_healthy_since_ms", b"_healthy_since_ms", "healthy_since_ms", b"healthy_since_ms", "reason", b"reason", "since_ms", b"since_ms", "uuid", b"uuid", "worker", b"worker"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__healthy_since_ms: _TypeAlias = _typing.Literal["healthy_since_ms"]  # noqa: Y015
+    _WhichOneofArgType__healthy_since_ms: _TypeAlias = _typing.Literal["_healthy_since_ms", b"_healthy_since_ms"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__healthy_since_ms) -> _WhichOneofReturnType__healthy_since_ms | None: ...
+
+Global___GpuFaultRecord: _TypeAlias = GpuFaultRecord  # noqa: Y015
+
+@_typing.final
+class PoolRecord(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -425,6 +477,7 @@ class PoolRecord(_message.Message):
     WORKERS_FIELD_NUMBER: _builtins.int
     CORDONED_FIELD_NUMBER: _builtins.int
     DRAIN_STARTED_MS_FIELD_NUMBER: _builtins.int
+    GPU_FAULTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     region: _builtins.str
     tier: _builtins.str
@@ -441,6 +494,10 @@ class PoolRecord(_message.Message):
     def down_events_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
     def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerInfo]: ...
+    @_builtins.property
+    def gpu_faults(self) -> _containers.RepeatedCompositeFieldContainer[Global___GpuFaultRecord]:
+        """sorted by uuid"""
+
     def __init__(
         self,
         *,
@@ -456,10 +513,11 @@ class PoolRecord(_message.Message):
         workers: _abc.Iterable[Global___WorkerInfo] | None = ...,
         cordoned: _builtins.bool = ...,
         drain_started_ms: _builtins.int | None = ...,
+        gpu_faults: _abc.Iterable[Global___GpuFaultRecord] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_drain_started_ms", b"_drain_started_ms", "drain_started_ms", b"drain_started_ms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_drain_started_ms", b"_drain_started_ms", "changed_ms", b"changed_ms", "cordoned", b"cordoned", "down_events_ms", b"down_events_ms", "drain_started_ms", b"drain_started_ms", "health", b"health", "id", b"id", "labels", b"labels", "last_heartbeat_ms", b"last_heartbeat_ms", "region", b"region", "tier", b"tier", "voter", b"voter", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_drain_started_ms", b"_drain_started_ms", "changed_ms", b"changed_ms", "cordoned", b"cordoned", "down_events_ms", b"down_events_ms", "drain_started_ms", b"drain_started_ms", "gpu_faults", b"gpu_faults", "health", b"health", "id", b"id", "labels", b"labels", "last_heartbeat_ms", b"last_heartbeat_ms", "region", b"region", "tier", b"tier", "voter", b"voter", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__drain_started_ms: _TypeAlias = _typing.Literal["drain_started_ms"]  # noqa: Y015
     _WhichOneofArgType__drain_started_ms: _TypeAlias = _typing.Literal["_drain_started_ms", b"_drain_started_ms"]  # noqa: Y015
