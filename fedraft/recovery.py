@@ -26,7 +26,7 @@ import lmdb
 
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
 from fedraft.crypto.signing import CTX_BREAKGLASS, Identity, verify
-from fedraft.domain.genesis import FORMAT, Admin, Genesis, encode_genesis, parse_genesis
+from fedraft.domain.genesis import FORMAT, Admin, Genesis, GenesisError, encode_genesis, parse_genesis
 from fedraft.errors import ConfigError, OperatorError, SignatureError
 from fedraft.storage.state import M_SEEDED, REPLICATED_DBS, StateTxn
 
@@ -114,15 +114,25 @@ def recovery_genesis(old: Genesis, checkpoint: Checkpoint, voters: list[NewVoter
 
 
 def verify_recovery(new_raw: bytes, old: Genesis) -> Checkpoint:
-    """Check that a recovered genesis descends from `old`; the checkpoint it names."""
-    parse_genesis(new_raw)
+    """Check that a recovered genesis descends from `old`; the checkpoint it names.
+
+    Raises ConfigError if `new_raw` is no valid genesis, SignatureError if it does not descend from `old`.
+    """
+    try:
+        parse_genesis(new_raw)
+    except GenesisError as exc:
+        raise ConfigError(f"not a valid genesis: {exc}") from None
     doc = json.loads(new_raw)
     record = doc.get("recovered_from")
     if not isinstance(record, dict):
         raise SignatureError("this genesis names no federation it was recovered from")
     try:
         signature = bytes.fromhex(record.pop("signature"))
-        checkpoint = Checkpoint(bytes.fromhex(record["cluster_id"]), int(record["index"]),
+        index = record["index"]
+        # JSON numbers arrive as floats too (1e400 is infinity): only a plain integer names an index.
+        if type(index) is not int or index < 0:
+            raise ValueError(f"index {index!r} is not a non-negative integer")
+        checkpoint = Checkpoint(bytes.fromhex(record["cluster_id"]), index,
                                 bytes.fromhex(record["chain_head"]), bytes.fromhex(record["state_digest"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise SignatureError(f"malformed recovered_from record: {exc}") from None
