@@ -24,17 +24,20 @@ from typing import Any
 from bench import machine, procs, report
 
 HERE = Path(__file__).resolve().parent
-SYSTEMS = ("fedraft", "pysyncobj", "etcd", "physical")
+SYSTEMS = ("fedraft", "pysyncobj", "etcd", "physical", "failover", "recovery")
 
 MODES: dict[str, dict[str, Any]] = {
     "smoke": {"levels": [{"clients": 1, "ops": 100}, {"clients": 8, "ops": 400}], "warmup": 5,
-              "max_seconds": 5.0, "fsync_n": 200, "crypto_seconds": 0.3, "skip": ["etcd"], "extra_fedraft": []},
+              "max_seconds": 5.0, "fsync_n": 200, "crypto_seconds": 0.3, "skip": ["etcd"], "extra_fedraft": [],
+              "failover_trials": 3, "recovery_entries": 2_000},
     "quick": {"levels": [{"clients": 1, "ops": 300}, {"clients": 8, "ops": 1000}, {"clients": 32, "ops": 2000}],
               "warmup": 10, "max_seconds": 20.0, "fsync_n": 2000, "crypto_seconds": 1.0, "skip": [],
-              "extra_fedraft": [{"clients": 32, "ops": 2000, "client_procs": 4}]},
+              "extra_fedraft": [{"clients": 32, "ops": 2000, "client_procs": 4}],
+              "failover_trials": 30, "recovery_entries": 20_000},
     "full": {"levels": [{"clients": 1, "ops": 1500}, {"clients": 8, "ops": 6000}, {"clients": 32, "ops": 15000}],
              "warmup": 20, "max_seconds": 60.0, "fsync_n": 10000, "crypto_seconds": 3.0, "skip": [],
-             "extra_fedraft": [{"clients": 32, "ops": 15000, "client_procs": 4}]},
+             "extra_fedraft": [{"clients": 32, "ops": 15000, "client_procs": 4}],
+             "failover_trials": 100, "recovery_entries": 100_000},
 }
 
 
@@ -96,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="fedraft-bench-", dir=args.workdir))
     params = {"value_size": 256, "levels": mode["levels"], "warmup": mode["warmup"],
               "max_seconds": mode["max_seconds"], "fsync_n": mode["fsync_n"],
-              "crypto_seconds": mode["crypto_seconds"], "client_procs": args.client_procs}
+              "crypto_seconds": mode["crypto_seconds"], "client_procs": args.client_procs,
+              "failover_trials": mode["failover_trials"], "recovery_entries": mode["recovery_entries"]}
     doc: dict[str, Any] = {
         "schema": 1,
         "mode": args.mode,
@@ -139,6 +143,14 @@ def main(argv: list[str] | None = None) -> int:
                 from bench import physical
 
                 results["physical"] = physical.run(params, work / "physical", log)
+            elif system == "failover":
+                from bench import failover
+
+                results["failover"] = failover.run(params, work, log)
+            elif system == "recovery":
+                from bench import recovery
+
+                results["recovery"] = recovery.run(params, work, log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     finished = datetime.now(UTC)

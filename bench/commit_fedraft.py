@@ -42,8 +42,10 @@ def client_factory(profile: str, value_size: int) -> Factory:
 class Federation:
     """A throwaway 3-node federation made with `fedraft init` and run as `fedraft node` processes."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, raft: dict[str, int] | None = None) -> None:
+        """`raft`: settings written into each node.toml's [raft] table (fedraft.config.RaftTuning)."""
         self.root = root
+        self.raft = raft or {}
         self.dir = root / "fed"
         self.procs: list[subprocess.Popen[bytes]] = []
         self.profile = self.dir / "admins" / "hq.profile.toml"
@@ -60,6 +62,9 @@ class Federation:
             raise RuntimeError(f"fedraft init failed: {out.stderr.strip() or out.stdout.strip()}")
         for node in NODE_IDS:
             cfg = self.dir / node / "node.toml"
+            if self.raft:  # [raft] is the last table `fedraft init` writes
+                with cfg.open("a") as f:
+                    f.writelines(f"{key} = {value}\n" for key, value in sorted(self.raft.items()))
             self.procs.append(procs.start([sys.executable, "-m", "fedraft", "node", "--config", str(cfg)],
                                           self.root / f"{node}.log"))
         from fedraft.client import Client
