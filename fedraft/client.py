@@ -13,6 +13,7 @@ first result to every repeat (SPEC D3).
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -51,6 +52,11 @@ FANOUT = "fedraft.v1.Fanout"
 LEADER_HEADER = "fedraft-leader"
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN,
              grpc.StatusCode.CANCELLED}
+# Pause after an attempt that failed without naming another leader (docs/decisions/0016-failover-timing.md):
+# doubling from the first value up to the cap, each drawn from 50-100% of it so clients that failed together
+# spread out.
+RETRY_FIRST_S = 0.05
+RETRY_CAP_S = 0.1
 
 
 class RequestFailed(FedraftError):
@@ -164,7 +170,7 @@ class Client:
         deadline = time.monotonic() + self.timeout
         endpoint = self.endpoints[self._preferred % len(self.endpoints)]
         last_error = "no endpoint answered"
-        delay = 0.05
+        delay = RETRY_FIRST_S
         while time.monotonic() < deadline:
             try:
                 response = self.call(endpoint, method, request, service=service,
@@ -182,8 +188,8 @@ class Client:
                     endpoint = hinted
                     continue
                 endpoint = self.endpoints[(self.endpoints.index(endpoint) + 1) % len(self.endpoints)]
-                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                delay = min(delay * 2, 0.5)
+                time.sleep(min(delay * random.uniform(0.5, 1.0), max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, RETRY_CAP_S)
         raise Unavailable(f"no leader answered within {self.timeout:.0f} s (last: {last_error})",
                           hint="check `fedraft status`; a majority of nodes must be up")
 
