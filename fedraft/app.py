@@ -30,14 +30,18 @@ from fedraft.service.audit import LocalRecorder, RefusedRequest
 from fedraft.service.fanout import SERVICE as FANOUT_SERVICE
 from fedraft.service.fanout import FanoutService
 from fedraft.service.fanout_search import FolderSearch
+from fedraft.service.incidents import IncidentsService
 from fedraft.service.memories import SERVICE as MEMORIES_SERVICE
 from fedraft.service.memories import MemoriesService
 from fedraft.service.metrics import NodeMetrics, make_metrics
+from fedraft.service.otel_metrics import OtelMetrics
 from fedraft.service.probes import ProbeServer
+from fedraft.service.signals import NodeSignals
 from fedraft.service.watch import WatchHub
 from fedraft.storage.local import LocalStore, local_path
 from fedraft.storage.state import StateStore
 from fedraft.storage.watch_results import WatchResults, watch_path
+from fedraft.telemetry import NodeTelemetry, start_node_telemetry
 from fedraft.transport.links import PeerLinks
 from fedraft.transport.server_tls import ServerTls
 
@@ -90,6 +94,7 @@ class FedraftNode:
         self.stopped = threading.Event()
         self.links: PeerLinks | None = None
         self.api_tls: ServerTls | None = None
+        self.incidents: IncidentsService | None = None
         self.store: StateStore | None = None
         self.engine: RaftEngine | None = None
         self.server: grpc.Server | None = None
@@ -102,6 +107,8 @@ class FedraftNode:
         self.watch_results: WatchResults | None = None
         self.watch_hub: WatchHub | None = None
         self.metrics: NodeMetrics | None = None
+        self.signals: NodeSignals | None = None
+        self.telemetry: NodeTelemetry | None = None
         self.probes: ProbeServer | None = None
         self.fanout: FanoutService | None = None
 
@@ -143,6 +150,7 @@ class FedraftNode:
 
     def start(self) -> None:
         cfg = self.cfg
+        self.telemetry = start_node_telemetry(cfg.telemetry, cfg.node_id)  # a missing exporter fails here
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = StateStore(cfg.data_dir / "state", self.genesis)
         links = PeerLinks(
@@ -177,11 +185,7 @@ class FedraftNode:
             store=self.store, data_dir=cfg.data_dir, transport_factory=transport_factory, tuning=tuning)
         self._start_local_records()
         self._start_watch()
-        if cfg.http_listen is not None:
-            self.metrics = make_metrics(self.engine, cfg.node_id)
-            if self.metrics is not None:
-                self.engine.add_apply_listener(self.metrics.on_applied)
-                self.metrics.start()
+        self._start_metrics()
         marker = cfg.data_dir / BOOTSTRAP_MARKER
         if marker.exists():
             marker.unlink()
@@ -219,11 +223,27 @@ class FedraftNode:
         self.engine.add_snapshot_listener(self.watch_hub.on_snapshot)
         self.watch_hub.start()
 
+    def _start_metrics(self) -> None:
+        """Prometheus (/metrics on the probe port) and OpenTelemetry metrics, fed by one NodeSignals."""
+        cfg, engine = self.cfg, self.engine
+        assert engine is not None
+        signals = NodeSignals(engine, [])
+        if cfg.http_listen is not None:
+            self.metrics = make_metrics(engine, cfg.node_id, replication_lag=signals.replication_lag)
+            if self.metrics is not None:
+                signals.sinks.append(self.metrics)
+        if self.telemetry is not None:
+            signals.sinks.append(OtelMetrics(self.telemetry.meter, engine, cfg.node_id, signals.replication_lag))
+        if signals.sinks:
+            engine.add_apply_listener(signals.on_applied)
+            signals.start()
+            self.signals = signals
+
     def _on_refused(self, refused: RefusedRequest) -> None:
         if self.recorder is not None:
             self.recorder.on_refused(refused)
-        if self.metrics is not None:
-            self.metrics.on_refused(refused)
+        if self.signals is not None:
+            self.signals.on_refused(refused)
 
     def _start_probes(self) -> None:
         """HTTP probes and /metrics on their own port (SPEC §8); unauthenticated: never a public address."""
@@ -250,7 +270,8 @@ class FedraftNode:
         service = FederationService(
             self.engine, self.cfg.node_id, on_refused=self._on_refused, watch=self.watch_hub,
             peer_api={p.node_id: p.address for p in self.cfg.api_peers},
-            observe_commit=self.metrics.observe_commit if self.metrics is not None else None)
+            observe_commit=self.signals.observe_commit if self.signals is not None else None,
+            telemetry=self.telemetry)
         server.add_generic_rpc_handlers((service.handler(),))
         # Memories and fan-out (decision 0009): the same server, TLS and request signatures.
         memories = MemoriesService(self.engine, self.cfg.node_id, self.identity, on_refused=self._on_refused)
@@ -260,7 +281,10 @@ class FedraftNode:
             handler=FolderSearch(folder) if folder is not None else None,
             peer_api={p.node_id: p.address for p in self.cfg.api_peers}, ca_pem=self.ca_pem,
             on_refused=self._on_refused)
-        server.add_generic_rpc_handlers((memories.handler(), self.fanout.handler()))
+        # The aggregated incident view (decision 0015): the fan-out service's signer, nonces and channels.
+        assert self.local is not None
+        self.incidents = IncidentsService(self.fanout, self.local)
+        server.add_generic_rpc_handlers((memories.handler(), self.fanout.handler(self.incidents.methods())))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         # SPEC §8: reflection for fedraft.v1.Federation and grpc.health.v1 (grpcurl, grpc_cli).
         reflection.enable_server_reflection((SERVICE, MEMORIES_SERVICE, FANOUT_SERVICE, health.SERVICE_NAME,
@@ -317,6 +341,8 @@ class FedraftNode:
             self.server.stop(grace).wait(grace + 1)
         if self.fanout is not None:
             self.fanout.close()
+        if self.incidents is not None:
+            self.incidents.close()
         if self.recorder is not None:
             self.recorder.stop_observing()
         if self.engine is not None:
@@ -325,8 +351,10 @@ class FedraftNode:
             self.recorder.stop()
         if self.alerts is not None:
             self.alerts.stop()
-        if self.metrics is not None:
-            self.metrics.stop()
+        if self.signals is not None:
+            self.signals.stop()
+        if self.telemetry is not None:
+            self.telemetry.shutdown()
         if self.watch_results is not None:
             self.watch_results.close()
         if self.local is not None:

@@ -44,6 +44,7 @@ from fedraft.domain.placement import commands as pc
 from fedraft.domain.placement.model import Phase, Trust, WorkloadSpec
 from fedraft.domain.roles import Role
 from fedraft.errors import CallerError, ConfigError, DecodeError, FedraftError, SignatureError, Unavailable
+from fedraft.telemetry import client_span, trace_headers
 from fedraft.wire.collections import LIST_FIELDS
 
 SERVICE = "/fedraft.v1.Federation/"
@@ -139,6 +140,7 @@ class Client:
         signed_as = f"{service}/{method}" if service else method
         metadata: tuple[tuple[str, str | bytes], ...] = (
             ((AUTH_HEADER, sign_request(self.signer, self.cluster_id, signed_as, request)),) if signed else ())
+        metadata += trace_headers()  # W3C trace context of the caller's current span, if any
         # No serializers: the request bytes are exactly what the header signs.
         path = f"/{service}/{method}" if service else SERVICE + method
         stub = self._channel(endpoint).unary_unary(path, None, None)
@@ -167,6 +169,10 @@ class Client:
 
     def _with_leader(self, method: str, request: bytes, service: str = "") -> bytes:
         """Send to the leader, following hints; retry on unknown outcome until the overall timeout."""
+        with client_span(method):
+            return self._to_leader(method, request, service)
+
+    def _to_leader(self, method: str, request: bytes, service: str) -> bytes:
         deadline = time.monotonic() + self.timeout
         endpoint = self.endpoints[self._preferred % len(self.endpoints)]
         last_error = "no endpoint answered"
@@ -234,6 +240,21 @@ class Client:
                 raise RequestFailed(exc.code(), f"{exc.code().name}: {exc.details()}") from None
         else:
             response.ParseFromString(self._with_leader("Get", request))
+        return response
+
+    def simulate(self, kind: str, target: str, *, stale: bool = False) -> api.SimulateResponse:
+        """What-if (pool, drain, gpu): what the orchestrator would do, computed by a node without proposing."""
+        request = api.SimulateRequest(kind=kind, target=target,
+                                      consistency=api.STALE if stale else api.LINEARIZABLE).SerializeToString()
+        response = api.SimulateResponse()
+        if stale:
+            try:
+                response.ParseFromString(self.call(self.endpoints[self._preferred % len(self.endpoints)],
+                                                   "Simulate", request))
+            except grpc.RpcError as exc:
+                raise RequestFailed(exc.code(), f"{exc.code().name}: {exc.details()}") from None
+        else:
+            response.ParseFromString(self._with_leader("Simulate", request))
         return response
 
     def list_page(self, collection: str, *, prefix: str = "", page_token: str = "", limit: int = 0,

@@ -45,6 +45,18 @@ class AlertsConfig:
     exec_path: Path | None = None  # program run with the incident JSON on stdin
 
 
+TELEMETRY_EXPORTERS = ("none", "console", "otlp")
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """`[telemetry]`: OpenTelemetry traces and metrics (docs/decisions/0014-telemetry.md); off by default."""
+
+    exporter: str = "none"         # none, console (stdout) or otlp (gRPC to a collector; the [otlp] extra)
+    endpoint: str = ""             # OTLP collector, e.g. http://127.0.0.1:4317; "" = the exporter's default
+    metrics_interval_ms: int = 10_000  # how often metrics are exported
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     path: Path
@@ -71,6 +83,7 @@ class NodeConfig:
     http_listen: str | None = None
     watch_history_entries: int = 200_000  # applied entries whose results Watch history keeps (pool-local)
     fanout_folder: Path | None = None     # what this pool's fan-out handler searches (decision 0009); None: no fan-out
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
     def genesis(self) -> Genesis:
         return load_genesis(self.genesis_path)
@@ -171,6 +184,29 @@ def _alerts(doc: dict[str, Any], base: Path, where: str) -> AlertsConfig:
     return AlertsConfig(webhook=webhook, exec_path=exec_path)
 
 
+def _telemetry(doc: dict[str, Any], where: str) -> TelemetryConfig:
+    if "telemetry" not in doc:
+        return TelemetryConfig()
+    table = doc["telemetry"]
+    where = f"{where} [telemetry]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table with exporter, endpoint, metrics_interval_ms")
+    unknown = sorted(set(table) - {"exporter", "endpoint", "metrics_interval_ms"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}",
+                          hint="known: exporter, endpoint, metrics_interval_ms")
+    exporter = _get(table, "exporter", str, where) if "exporter" in table else "none"
+    if exporter not in TELEMETRY_EXPORTERS:
+        raise ConfigError(f"{where}: exporter must be one of {', '.join(TELEMETRY_EXPORTERS)}, got {exporter!r}")
+    endpoint = _get(table, "endpoint", str, where) if "endpoint" in table else ""
+    if endpoint and exporter != "otlp":
+        raise ConfigError(f"{where}: endpoint is for the otlp exporter only")
+    interval = _get(table, "metrics_interval_ms", int, where) if "metrics_interval_ms" in table else 10_000
+    if interval < 100:
+        raise ConfigError(f"{where}: metrics_interval_ms must be at least 100")
+    return TelemetryConfig(exporter=exporter, endpoint=endpoint, metrics_interval_ms=interval)
+
+
 def load_node_config(path: Path) -> NodeConfig:
     path = Path(path)
     doc = _read_toml(path, "node config")
@@ -178,7 +214,7 @@ def load_node_config(path: Path) -> NodeConfig:
     base = path.parent
     known = {"node_id", "genesis", "data_dir", "key", "tls_cert", "tls_key", "ca_cert", "peer_listen",
              "api_listen", "peers", "raft", "log_level", "api_peers", "inventory", "inventory_file", "region",
-             "tier", "labels", "alerts", "http_listen", "watch_history_entries", "fanout_folder"}
+             "tier", "labels", "alerts", "http_listen", "watch_history_entries", "fanout_folder", "telemetry"}
     unknown = sorted(set(doc) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
@@ -223,6 +259,7 @@ def load_node_config(path: Path) -> NodeConfig:
         watch_history_entries=(_get(doc, "watch_history_entries", int, where)
                                if "watch_history_entries" in doc else 200_000),
         fanout_folder=_path(base, _get(doc, "fanout_folder", str, where)) if "fanout_folder" in doc else None,
+        telemetry=_telemetry(doc, where),
     )
     if cfg.fanout_folder is not None and not cfg.fanout_folder.is_dir():
         raise ConfigError(f"{where}: fanout_folder {str(cfg.fanout_folder)!r} is not a directory",

@@ -33,6 +33,7 @@ COMMAND_MODULES: list[str] = [
     "fedraft.cli.registry_cmd",
     "fedraft.cli.profile_cmd",
     "fedraft.cli.workload_cmd",
+    "fedraft.cli.failover_cmd",
     "fedraft.cli.pool_cmd",
     "fedraft.cli.pair_cmd",
     "fedraft.cli.audit_cmd",

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pysyncobj.syncobj as _ps
 from pysyncobj import SyncObj, SyncObjConf, replicated
@@ -91,11 +91,20 @@ class EngineTuning:
     min_tick_gap_ms: int = 1_000      # at most one Tick per this interval
 
 
+class ProposalTrace(Protocol):
+    """Stage marks of a traced proposal (fedraft.telemetry.ProposeTrace); untraced proposals carry None."""
+
+    def queued(self) -> None: ...
+    def submitted(self, entry_envelopes: int) -> None: ...
+    def committed(self, at_ns: int) -> None: ...
+
+
 @dataclass
 class _Proposal:
     signed: pb.Signed
     key: tuple[bytes, bytes]
     future: Future[pb.Result]
+    trace: ProposalTrace | None = None
 
 
 @dataclass
@@ -157,6 +166,7 @@ class RaftEngine:
         self._apply_listeners: list[Callable[[AppliedEntry], None]] = []
         self._snapshot_listeners: list[Callable[[int, int], None]] = []
         self._last_applied = store.applied_index()  # the state's applied index, as of the last apply
+        self._apply_started_ns = 0  # when the entry being applied was found committed (traced proposals)
 
         data_dir.mkdir(parents=True, exist_ok=True)
         self.journal = journal if journal is not None else LmdbJournal(data_dir / "journal")
@@ -266,13 +276,16 @@ class RaftEngine:
         self._snapshot_listeners.append(listener)
 
     # ----- proposing -----
-    def propose(self, signed: pb.Signed, key: tuple[bytes, bytes]) -> Future[pb.Result]:
+    def propose(self, signed: pb.Signed, key: tuple[bytes, bytes],
+                trace: ProposalTrace | None = None) -> Future[pb.Result]:
         """Queue one checked envelope; the future resolves with its result once applied here."""
         future: Future[pb.Result] = Future()
+        if trace is not None:
+            trace.queued()
         with self._waiters_lock:
             self._waiters[key].append(future)
         with self._queue_cond:
-            self._queue.append(_Proposal(signed, key, future))
+            self._queue.append(_Proposal(signed, key, future, trace))
             self._queue_cond.notify()
         return future
 
@@ -407,6 +420,9 @@ class RaftEngine:
         data = REGULAR + signed.SerializeToString(deterministic=True)
         with self._queue_cond:
             self._in_flight += 1
+        for p in batch:
+            if p.trace is not None:
+                p.trace.submitted(len(batch))
         self._sync._applyCommand(data, functools.partial(self._on_commit_callback, batch))
 
     def _on_commit_callback(self, batch: list[_Proposal], _res: Any, err: int) -> None:
@@ -418,6 +434,11 @@ class RaftEngine:
                       FAIL_REASON.DISCARDED: "entry discarded by a new leader",
                       FAIL_REASON.LEADER_CHANGED: "leader changed", FAIL_REASON.QUEUE_FULL: "queue full"}
             self._fail(batch, NotCommitted(reason.get(err, f"pysyncobj error {err}")))
+            return
+        # pysyncobj calls back right after applying the entry, in the tick that found it committed.
+        for p in batch:
+            if p.trace is not None:
+                p.trace.committed(self._apply_started_ns)
 
     def _fail(self, batch: list[_Proposal], exc: Exception) -> None:
         with self._waiters_lock:
@@ -436,6 +457,7 @@ class RaftEngine:
         if self.halted:
             raise ApplyHalted(self.halted)
         term = self.journal.term_at(index)
+        self._apply_started_ns = time.time_ns()
         try:
             applied = self.applier.apply(index, int(term or 0), data)
         except Exception as exc:

@@ -25,11 +25,14 @@ from fedraft.consensus.engine import NotCommitted, NotLeader, RaftEngine
 from fedraft.consensus.validation import Checked, Refused, check_envelope
 from fedraft.crypto.request_auth import AUTH_HEADER
 from fedraft.domain import registry
+from fedraft.errors import CallerError
 from fedraft.service.audit import RefusedRequest
 from fedraft.service.auth import AuthError, RequestVerifier
+from fedraft.service.simulate import NotAllowed, answer, check_request
 from fedraft.service.watch import Compacted, HubStopped, Overflow, TooManyStreams, WatchHub
 from fedraft.storage.log_export import chunked, export_records
 from fedraft.storage.state import record_to_pb
+from fedraft.telemetry import NodeTelemetry, ProposeTrace
 from fedraft.wire.collections import LIST_FIELDS
 
 log = logging.getLogger(__name__)
@@ -77,7 +80,8 @@ class FederationService:
     def __init__(self, engine: RaftEngine, node_id: str,
                  on_refused: Callable[[RefusedRequest], None] | None = None, *,
                  watch: WatchHub | None = None, peer_api: dict[str, str] | None = None,
-                 observe_commit: Callable[[float], None] | None = None) -> None:
+                 observe_commit: Callable[[float], None] | None = None,
+                 telemetry: NodeTelemetry | None = None) -> None:
         self.engine = engine
         self.store = engine.store
         self.node_id = node_id
@@ -86,6 +90,7 @@ class FederationService:
         self.watch_hub = watch
         self.peer_api = dict(peer_api or {})  # the other voters' API addresses (signed Status shows them)
         self.observe_commit = observe_commit  # seconds from propose to result (metrics)
+        self.telemetry = telemetry  # OpenTelemetry spans of Propose (fedraft.telemetry); None: off
         voter = engine.genesis.voter(node_id)
         self.pool = voter.pool if voter is not None else ""
 
@@ -144,6 +149,22 @@ class FederationService:
     def propose(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         self._authenticate("Propose", raw, context)
         request = self._parse(api.ProposeRequest(), raw, context)
+        if self.telemetry is None:
+            return self._propose(request, context, None).SerializeToString()
+        trace = self.telemetry.start_propose(context.invocation_metadata(), len(request.envelopes))
+        try:
+            response = self._propose(request, context, trace)
+        except Exception:
+            code = context.code()  # type: ignore[attr-defined]  # grpc's server context has it
+            details = context.details()  # type: ignore[attr-defined]
+            text = details.decode(errors="replace") if isinstance(details, bytes) else str(details or "")
+            trace.finish(error=f"{code.name if code else 'UNKNOWN'}: {text}")
+            raise
+        trace.finish(index=max((r.index for r in response.results), default=0))
+        return response.SerializeToString()
+
+    def _propose(self, request: api.ProposeRequest, context: grpc.ServicerContext,
+                 trace: ProposeTrace | None) -> api.ProposeResponse:
         if not request.envelopes:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "no envelopes")
         if len(request.envelopes) > MAX_ENVELOPES_PER_REQUEST:
@@ -163,7 +184,8 @@ class FederationService:
                 results.append(verdict.first_result)
             else:
                 assert isinstance(verdict, Checked)
-                future = self.engine.propose(signed, (bytes(signed.key_id), bytes(verdict.envelope.request_id)))
+                future = self.engine.propose(signed, (bytes(signed.key_id), bytes(verdict.envelope.request_id)),
+                                             trace)
                 results.append(None)
                 waiting.append((i, future))
         started = time.monotonic()
@@ -182,7 +204,7 @@ class FederationService:
                 _abort(context, grpc.StatusCode.UNAVAILABLE,
                        f"not committed ({exc}); outcome unknown: retry with the same request id",
                        self.engine.leader_id)
-        return api.ProposeResponse(results=[r for r in results if r is not None]).SerializeToString()
+        return api.ProposeResponse(results=[r for r in results if r is not None])
 
     # ----- Get -----
     def get(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
@@ -340,6 +362,27 @@ class FederationService:
             while block := spool.read(1 << 20):
                 yield api.ExportLogChunk(data=block).SerializeToString()
 
+    # ----- Simulate (what-if, read-only; fedraft.service.simulate) -----
+    def simulate(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        header = next((v for k, v in context.invocation_metadata() if k == AUTH_HEADER), None)
+        try:
+            caller = self.verifier.verify("Simulate", raw, header if isinstance(header, bytes) else None)
+        except AuthError as exc:
+            _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        request = self._parse(api.SimulateRequest(), raw, context)
+        try:
+            scenario = check_request(caller.principal, request)
+        except NotAllowed as exc:
+            _abort(context, grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        except CallerError as exc:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if request.consistency == api.LINEARIZABLE:
+            self._linearize(context)
+        try:
+            return answer(self.store, scenario, self.node_id).SerializeToString()
+        except CallerError as exc:  # a pool or GPU this state does not hold
+            _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         def unary(fn: Any) -> grpc.RpcMethodHandler[Any, Any]:
             method = fn.__name__.capitalize()
@@ -368,4 +411,5 @@ class FederationService:
 
         return grpc.method_handlers_generic_handler(SERVICE, {
             "Propose": unary(self.propose), "Get": unary(self.get), "List": unary(self.list),
-            "Status": unary(self.status), "Watch": stream(self.watch), "ExportLog": stream(self.export_log)})
+            "Status": unary(self.status), "Watch": stream(self.watch), "ExportLog": stream(self.export_log),
+            "Simulate": unary(self.simulate)})

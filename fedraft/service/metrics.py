@@ -2,15 +2,14 @@
 
 Needs the `[prometheus]` extra (prometheus_client); without it `make_metrics` returns None and
 /metrics answers 404 with a hint. Gauges are read from the engine and the replicated state at scrape
-time (a custom collector: nothing to keep in step). Counters are fed from outside apply (D14): the
-engine's apply listener (after the tick's commit), the API's refusal hook and its propose path, and a
-small sampler thread for leader changes.
+time (a custom collector: nothing to keep in step). Counters and histograms are fed from outside apply
+(D14) by fedraft.service.signals.NodeSignals: the engine's apply listener (after the tick's commit), the
+API's refusal hook and its propose path, and its sampler (leader changes, fsyncs, moves, replication lag).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +28,10 @@ log = logging.getLogger(__name__)
 
 EXTRA_HINT = "install the [prometheus] extra: pip install 'fedraft[prometheus]'"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+MIGRATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 HOLDS_RESOURCES = frozenset({"placed", "running", "draining", "migrating"})
 PLACEMENT_COMMANDS = frozenset({"submit", "migrate"})
-LEADER_SAMPLE_S = 0.25
 # fedraft_pool_health values (SPEC §8)
 DOWN, UNHEALTHY, DEGRADED, HEALTHY = 0, 1, 2, 3
 
@@ -76,7 +76,8 @@ def code_label(code: int) -> str:
 class NodeMetrics:
     """The registry of one node; `render()` is the /metrics body."""
 
-    def __init__(self, engine: RaftEngine, node_id: str) -> None:
+    def __init__(self, engine: RaftEngine, node_id: str,
+                 replication_lag: Callable[[], dict[str, float]] = dict) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.engine = engine
@@ -91,10 +92,15 @@ class NodeMetrics:
                                 ["reason"], registry=self.registry)
         self.placements = Counter("fedraft_placements", "Submit and migrate outcomes at apply", ["result"],
                                   registry=self.registry)
-        self.registry.register(_StateCollector(engine, node_id))
-        self._stop = threading.Event()
-        self._last_leader: tuple[int, str] | None = None
-        self._sampler = threading.Thread(target=self._sample_leader, name="fedraft-metrics", daemon=True)
+        self.fsync = Histogram("fedraft_fsync_seconds", "Raft journal fsync (one per group commit)",
+                               buckets=FSYNC_BUCKETS, registry=self.registry)
+        self.migrations = Counter("fedraft_migrations", "Workload moves off a pool (reason failover, drain, "
+                                  "return, rebalance, migrate, preempted); destination none: requeued",
+                                  ["source", "destination", "reason"], registry=self.registry)
+        self.migration_duration = Histogram("fedraft_migration_duration_seconds",
+                                            "A move's time to running at its destination (effective time)",
+                                            buckets=MIGRATION_BUCKETS, registry=self.registry)
+        self.registry.register(_StateCollector(engine, node_id, replication_lag))
 
     # ----- feeds (never inside apply) -----
     def on_applied(self, applied: AppliedEntry) -> None:
@@ -116,31 +122,17 @@ class NodeMetrics:
     def observe_commit(self, seconds: float) -> None:
         self.commit_latency.observe(seconds)
 
-    # ----- leader changes -----
-    def start(self) -> None:
-        self._sampler.start()
+    def leader_changed(self) -> None:
+        self.leader_changes.inc()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._sampler.is_alive():
-            self._sampler.join(timeout=2)
+    def observe_fsync(self, seconds: float) -> None:
+        self.fsync.observe(seconds)
 
-    def sample_leader(self) -> None:
-        """Count a change when a leader is known in another (term, leader) than the last seen (the first is not one)."""
-        leader = self.engine.leader_id
-        if not leader:
-            return
-        seen = (self.engine.term, leader)
-        if self._last_leader is not None and seen != self._last_leader:
-            self.leader_changes.inc()
-        self._last_leader = seen
+    def moved(self, source: str, destination: str, reason: str) -> None:
+        self.migrations.labels(source, destination, reason).inc()
 
-    def _sample_leader(self) -> None:
-        while not self._stop.wait(LEADER_SAMPLE_S):
-            try:
-                self.sample_leader()
-            except Exception:  # a stopping engine: try again next round
-                log.debug("leader sample failed", exc_info=True)
+    def observe_migration(self, seconds: float) -> None:
+        self.migration_duration.observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -151,9 +143,10 @@ class NodeMetrics:
 class _StateCollector:
     """Gauges read at scrape time from the engine and one read transaction of the state."""
 
-    def __init__(self, engine: RaftEngine, node_id: str) -> None:
+    def __init__(self, engine: RaftEngine, node_id: str, replication_lag: Callable[[], dict[str, float]]) -> None:
         self.engine = engine
         self.node_id = node_id
+        self.replication_lag = replication_lag
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
@@ -171,6 +164,12 @@ class _StateCollector:
         yield gauge("fedraft_apply_lag_entries", "Committed entries not applied yet",
                     max(0, e.commit_index - e.raft_last_applied), {"node": self.node_id})
         yield gauge("fedraft_lockdown", "1 if this node is in lockdown (SPEC D11)", 1 if e.in_lockdown() else 0)
+        lag = GaugeMetricFamily("fedraft_replication_lag_seconds",
+                                "On the leader: how long each follower's oldest unacknowledged entry has waited",
+                                labels=["node"])
+        for peer, seconds in sorted(self.replication_lag().items()):
+            lag.add_metric([peer], seconds)
+        yield lag
         try:
             yield from self._from_state()
         except Exception:  # a read racing a snapshot install: the engine gauges still go out
@@ -221,9 +220,9 @@ class _StateCollector:
         yield from (total, health, gpus, workloads, pending_g, applied_g)
 
 
-def make_metrics(engine: RaftEngine, node_id: str,
-                 available: Callable[[], bool] = prometheus_available) -> NodeMetrics | None:
+def make_metrics(engine: RaftEngine, node_id: str, available: Callable[[], bool] = prometheus_available,
+                 replication_lag: Callable[[], dict[str, float]] = dict) -> NodeMetrics | None:
     """The node's metrics, or None without prometheus_client."""
     if not available():
         return None
-    return NodeMetrics(engine, node_id)
+    return NodeMetrics(engine, node_id, replication_lag)

@@ -29,6 +29,7 @@ from fedraft.service.metrics import (
     pool_health_level,
 )
 from fedraft.service.probes import READY_MAX_LAG, ProbeServer
+from fedraft.service.signals import NodeSignals
 from fedraft.storage.placement_schema import put_pool, put_workload
 from fedraft.storage.state import StateStore
 from tests.helpers import make_federation
@@ -189,19 +190,20 @@ def test_metrics_without_the_extra_are_404_with_a_hint(engine: FakeEngine) -> No
 
 def test_metrics_carry_the_spec_names_from_state_engine_and_listeners(engine: FakeEngine) -> None:
     pytest.importorskip("prometheus_client")
-    metrics = make_metrics(engine, "hq")  # type: ignore[arg-type]
+    metrics = make_metrics(engine, "hq", replication_lag=lambda: {"gpu-dc": 0.75})  # type: ignore[arg-type]
     assert isinstance(metrics, NodeMetrics)
+    signals = NodeSignals(engine, [metrics])  # type: ignore[arg-type]
     placed = pb.Result(code=0, placement=ppb.PlacementResult(workload_id="w", pool="gpu-dc"))
     queued = pb.Result(code=0, placement=ppb.PlacementResult(workload_id="w2"))
     refused = pb.Result(code=7, message="no")
     summary = [EnvelopeSummary("submit", "a", "hq", "admin"), EnvelopeSummary("submit", "a", "hq", "admin"),
                EnvelopeSummary("put", "a", "hq", "admin")]
-    metrics.on_applied(AppliedEntry(9, [placed, queued, refused], [None, None, None], summary))
-    metrics.on_refused(RefusedRequest("Propose", "UNAUTHENTICATED", "bad signature"))
-    metrics.observe_commit(0.004)
-    metrics.sample_leader()
+    signals.on_applied(AppliedEntry(9, [placed, queued, refused], [None, None, None], summary))
+    signals.on_refused(RefusedRequest("Propose", "UNAUTHENTICATED", "bad signature"))
+    signals.observe_commit(0.004)
+    signals.sample_leader()
     engine.term, engine.leader_id = 4, "gpu-dc"
-    metrics.sample_leader()
+    signals.sample_leader()
     engine.commit_index = 45
     server = _probes(engine, metrics=metrics)
     try:
@@ -227,6 +229,7 @@ def test_metrics_carry_the_spec_names_from_state_engine_and_listeners(engine: Fa
     assert 'fedraft_pool_gpus{pool="gpu-dc",state="unhealthy"} 1.0' in lines
     assert 'fedraft_pool_workloads{pool="gpu-dc"} 1.0' in lines
     assert "fedraft_pending_critical 0.0" in lines and "fedraft_lockdown 0.0" in lines
+    assert 'fedraft_replication_lag_seconds{node="gpu-dc"} 0.75' in lines
 
 
 def test_pool_health_levels_and_placement_outcomes() -> None:

@@ -536,3 +536,122 @@ class ExportLogChunk(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportLogChunk: _TypeAlias = ExportLogChunk  # noqa: Y015
+
+@_typing.final
+class SimulateRequest(_message.Message):
+    """What-if (issue 9, docs/decisions/0011): what the orchestrator would do, computed by the real apply
+    code on an overlay of the serving node's state at its applied index; nothing is proposed. Read-only;
+    operators and admins only.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """pool (the pool goes down), drain (the pool is drained), gpu (the GPU fails)"""
+    target: _builtins.str
+    """a pool id, or a GPU (or MIG instance) UUID"""
+    consistency: Global___Consistency.ValueType
+    """LINEARIZABLE: on the leader after a read barrier; STALE: any node"""
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        target: _builtins.str = ...,
+        consistency: Global___Consistency.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "kind", b"kind", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimulateRequest: _TypeAlias = SimulateRequest  # noqa: Y015
+
+@_typing.final
+class SimulatedChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKLOAD_ID_FIELD_NUMBER: _builtins.int
+    PHASE_BEFORE_FIELD_NUMBER: _builtins.int
+    BEFORE_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    workload_id: _builtins.str
+    phase_before: _builtins.str
+    phase: _builtins.str
+    reason: _builtins.str
+    """the move's rule (failover, gpu-fault, drain, preempted, retry...); empty: no move"""
+    detail: _builtins.str
+    """the workload's reason text (why it is pending, what failed)"""
+    @_builtins.property
+    def before(self) -> _placement_pb2.PlacementRecord:
+        """unset when it held no resources"""
+
+    @_builtins.property
+    def after(self) -> _placement_pb2.PlacementRecord:
+        """unset when it holds none (pending)"""
+
+    def __init__(
+        self,
+        *,
+        workload_id: _builtins.str = ...,
+        phase_before: _builtins.str = ...,
+        before: _placement_pb2.PlacementRecord | None = ...,
+        phase: _builtins.str = ...,
+        after: _placement_pb2.PlacementRecord | None = ...,
+        reason: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "before", b"before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "before", b"before", "detail", b"detail", "phase", b"phase", "phase_before", b"phase_before", "reason", b"reason", "workload_id", b"workload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimulatedChange: _TypeAlias = SimulatedChange  # noqa: Y015
+
+@_typing.final
+class SimulateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCENARIO_FIELD_NUMBER: _builtins.int
+    APPLIED_INDEX_FIELD_NUMBER: _builtins.int
+    AT_INDEX_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_MS_FIELD_NUMBER: _builtins.int
+    SERVED_BY_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    scenario: _builtins.str
+    """one line: "pool gpu-dc goes down" """
+    applied_index: _builtins.int
+    """the state it started from"""
+    at_index: _builtins.int
+    """the index it was applied as (applied_index + 1)"""
+    effective_ms: _builtins.int
+    """the effective time it was applied at"""
+    served_by: _builtins.str
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___SimulatedChange]:
+        """sorted by workload id"""
+
+    def __init__(
+        self,
+        *,
+        scenario: _builtins.str = ...,
+        applied_index: _builtins.int = ...,
+        at_index: _builtins.int = ...,
+        effective_ms: _builtins.int = ...,
+        served_by: _builtins.str = ...,
+        changes: _abc.Iterable[Global___SimulatedChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "at_index", b"at_index", "changes", b"changes", "effective_ms", b"effective_ms", "scenario", b"scenario", "served_by", b"served_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimulateResponse: _TypeAlias = SimulateResponse  # noqa: Y015

@@ -66,6 +66,11 @@ class FederationStub:
                 request_serializer=fedraft_dot_v1_dot_api__pb2.ExportLogRequest.SerializeToString,
                 response_deserializer=fedraft_dot_v1_dot_api__pb2.ExportLogChunk.FromString,
                 _registered_method=True)
+        self.Simulate = channel.unary_unary(
+                '/fedraft.v1.Federation/Simulate',
+                request_serializer=fedraft_dot_v1_dot_api__pb2.SimulateRequest.SerializeToString,
+                response_deserializer=fedraft_dot_v1_dot_api__pb2.SimulateResponse.FromString,
+                _registered_method=True)
 
 
 class FederationServicer:
@@ -117,6 +122,13 @@ class FederationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Simulate(self, request, context):
+        """What the orchestrator would do if a pool went down, were drained or a GPU failed (read-only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +161,11 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.ExportLog,
                     request_deserializer=fedraft_dot_v1_dot_api__pb2.ExportLogRequest.FromString,
                     response_serializer=fedraft_dot_v1_dot_api__pb2.ExportLogChunk.SerializeToString,
+            ),
+            'Simulate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Simulate,
+                    request_deserializer=fedraft_dot_v1_dot_api__pb2.SimulateRequest.FromString,
+                    response_serializer=fedraft_dot_v1_dot_api__pb2.SimulateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -315,6 +332,33 @@ class Federation:
             '/fedraft.v1.Federation/ExportLog',
             fedraft_dot_v1_dot_api__pb2.ExportLogRequest.SerializeToString,
             fedraft_dot_v1_dot_api__pb2.ExportLogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Simulate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedraft.v1.Federation/Simulate',
+            fedraft_dot_v1_dot_api__pb2.SimulateRequest.SerializeToString,
+            fedraft_dot_v1_dot_api__pb2.SimulateResponse.FromString,
             options,
             channel_credentials,
             insecure,
