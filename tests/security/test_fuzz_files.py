@@ -17,8 +17,10 @@ The seeds are real files written by `create_federation` and a real log export.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +47,7 @@ from tests.helpers import make_federation, sign_entry
 from tests.security.fuzzing import fuzz_pair, hostile, hostile_text
 
 _ROOT = Path(tempfile.mkdtemp(prefix="fedraft-fuzz-files-"))
+atexit.register(shutil.rmtree, _ROOT, True)
 LAYOUT = create_federation(_ROOT / "fed", nodes=3, base_port=17400)
 NODE = LAYOUT.nodes[0]
 NODE_TOMLS = [p.read_text() for p in LAYOUT.node_configs.values()]
