@@ -12,6 +12,14 @@ import pytest
 os.environ.setdefault("FEDRAFT_CHECK_VIEW", "1")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("fedraft simulation (tests/sim)")
+    group.addoption("--sim-seed", type=int, default=None, metavar="N",
+                    help="replay the deterministic simulation for seed N only")
+    group.addoption("--sim-seeds", type=int, default=None, metavar="K",
+                    help="run K simulation seeds (default: 100 in CI, 2000 in the nightly run)")
+
+
 @pytest.fixture()
 def real_pysyncobj_pickle(monkeypatch: pytest.MonkeyPatch) -> None:
     """For tests that drive plain pysyncobj (pickled @replicated methods): importing
