@@ -22,6 +22,7 @@ It works on pysyncobj's name-mangled internals, so the import checks the exact v
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,20 @@ if _PYSYNCOBJ_VERSION != PATCHED_VERSION:
         f"{_PYSYNCOBJ_VERSION}: re-check its append_entries handler before moving the pin")
 
 Entry = tuple[bytes, int, int]
+
+_handling = threading.local()  # per tick thread: does the append_entries being handled keep the suffix?
+
+
+class _KeptSuffixFilter(logging.Filter):
+    """The stock handler logs "truncating already-applied log entries" before it calls the delete,
+    which the patch skips when nothing conflicts: that record would be false, so it is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (getattr(_handling, "keep_suffix", False)
+                    and str(record.msg).startswith("truncating already-applied"))
+
+
+logging.getLogger("pysyncobj.syncobj").addFilter(_KeptSuffixFilter())
 
 
 @dataclass(frozen=True)
@@ -103,10 +118,12 @@ class ConflictOnlyTruncation:
         if trimmed is None:
             return
         self._fedraft_conflict = trimmed.conflict
+        _handling.keep_suffix = not trimmed.conflict
         try:
             super()._SyncObj__onMessageReceived(node, trimmed.message)  # type: ignore[misc]
         finally:
             self._fedraft_conflict = False
+            _handling.keep_suffix = False
 
     def _SyncObj__deleteEntriesFrom(self, fromIDx: int) -> None:
         # pysyncobj calls this only from its append_entries handler, with prevLogIdx + 1, whenever the

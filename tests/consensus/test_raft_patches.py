@@ -132,3 +132,22 @@ def test_stock_pysyncobj_still_truncates_matching_entries() -> None:
     _first_three(raft)
     _deliver(raft, term=1, commit_index=2, prevLogIdx=1, prevLogTerm=0, entries=_entries((2, 1)))
     assert _log(raft) == [(1, 0), (2, 1)]
+
+
+def test_keeping_an_applied_suffix_logs_no_false_critical(caplog: pytest.LogCaptureFixture) -> None:
+    raft, _ = _follower(_Patched)
+    _first_three(raft)
+    raft._SyncObj__raftLastApplied = 3  # as if the tick had applied up to the commit index
+    with caplog.at_level(logging.WARNING):
+        _deliver(raft, term=1, commit_index=2, prevLogIdx=1, prevLogTerm=0, entries=_entries((2, 1)))
+    assert _log(raft) == [(1, 0), (2, 1), (3, 1), (4, 1)]
+    assert "truncating" not in caplog.text
+
+
+def test_stock_pysyncobj_logs_critical_when_it_truncates_applied_entries(caplog: pytest.LogCaptureFixture) -> None:
+    raft, _ = _follower(SyncObj)
+    _first_three(raft)
+    raft._SyncObj__raftLastApplied = 3
+    with caplog.at_level(logging.WARNING):
+        _deliver(raft, term=1, commit_index=2, prevLogIdx=1, prevLogTerm=0, entries=_entries((2, 1)))
+    assert "truncating already-applied log entries from index 2" in caplog.text
