@@ -56,11 +56,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         subparsers, "incidents", func=incidents, help="this node's incident journal (lockdown, pool down, veto, ...)",
         description="Show the incidents this node raised from what it applied and observed: lockdown entered/left,\n"
                     "a pool going DOWN or UP, vetoes, break-glass overrides. Each was also sent to the [alerts]\n"
-                    "hooks of the node config, if any. --verify checks the incident journal's hash chain.",
-        example="fedraft incidents --config fed/hq/node.toml\nfedraft incidents --config fed/hq/node.toml -o json",
+                    "hooks of the node config, if any. --verify checks the incident journal's hash chain.\n\n"
+                    "--all-pools: every pool's incidents, from any node, as an administrator (--profile or\n"
+                    "$FEDRAFT_PROFILE): each voter pool's node signs its answer; pools that did not answer are\n"
+                    "listed as unreachable. Exit 1 if a pool did not answer or an answer does not verify.",
+        example="fedraft incidents --config fed/hq/node.toml\nfedraft incidents --config fed/hq/node.toml -o json\n"
+                "fedraft incidents --all-pools --profile fed/admins/hq.profile.toml",
     )
     _node_args(p)
-    p.add_argument("--limit", type=int, default=100, metavar="N", help="the latest N incidents (default 100; 0: all)")
+    p.add_argument("--limit", type=int, default=100, metavar="N",
+                   help="the latest N incidents (default 100; 0: all; with --all-pools at most 500 per pool)")
+    p.add_argument("--all-pools", action="store_true", help="every pool's incidents, gathered by signed fan-out")
+    p.add_argument("--profile", type=Path, metavar="FILE", help="with --all-pools: an administrator's client profile")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="with --all-pools: per pool (default 5)")
     p.add_argument("--verify", action="store_true", help="check the hash chain instead of listing")
 
     p = add_command(
@@ -205,6 +213,10 @@ def audit(args: argparse.Namespace) -> int:
 def incidents(args: argparse.Namespace) -> int:
     from fedraft.storage.local import INCIDENTS
 
+    if args.all_pools:
+        return _all_pools(args)
+    if args.profile is not None:
+        raise CallerError("--profile goes with --all-pools", hint="this node's own journal is read with --config")
     if args.verify:
         return _verify(args, (INCIDENTS,))
     with _open(args) as store:
@@ -219,6 +231,39 @@ def incidents(args: argparse.Namespace) -> int:
                                  if v not in (None, ""))} for r in records]
     emit_table(args, rows, title=f"incidents: {len(records)} of {total}")
     return EXIT_OK
+
+
+def _all_pools(args: argparse.Namespace) -> int:
+    from fedraft.cli.common import resolve_target
+    from fedraft.client import Client
+    from fedraft.incidents_view import gather_incidents
+    from fedraft.service.incidents import MAX_LIMIT
+
+    if args.verify or args.data_dir is not None:
+        raise CallerError("--all-pools gathers from the nodes: drop --verify and --data-dir")
+    if not 0 <= args.limit <= MAX_LIMIT or not 0 < args.timeout <= 30:
+        raise CallerError(f"with --all-pools, --limit is 1..{MAX_LIMIT} (0: 100) and --timeout 0..30 s")
+    with Client.from_profile(resolve_target(args)) as client:
+        view = gather_incidents(client, limit=args.limit, timeout_ms=int(args.timeout * 1000))
+    failed = [p for p in view.pools if not p.answered]
+    if wants_json(args):
+        emit_json({"served_by": view.served_by, "pools": [
+            {"pool": p.pool, "node_id": p.node_id, "answered": p.answered, "code": p.code.name, "message": p.message,
+             "signed_by": p.signer, "total": p.total, "incidents": list(p.incidents)} for p in view.pools]})
+        return EXIT_FAILURE if failed else EXIT_OK
+    emit_table(args, [{"pool": p.pool, "node": p.node_id,
+                       "answer": f"signed by {p.signer}, verified" if p.answered else f"{p.code.name}: {p.message}",
+                       "incidents": p.total if p.answered else ""} for p in view.pools],
+               title=f"pools (gathered by {view.served_by})")
+    rows = [{"pool": p.pool, "seq": r["seq"], "at": _when(r["at_ms"]), "level": r["level"], "kind": r["kind"],
+             "index": r["applied_index"] or "",
+             "detail": ", ".join(f"{k}={v}" for k, v in sorted(r["detail"].items()) if v not in (None, ""))}
+            for p in view.pools for r in p.incidents]
+    rows.sort(key=lambda r: (str(r["at"]), str(r["pool"]), int(r["seq"])))
+    emit_table(args, rows, title=f"incidents of every pool: {len(rows)}")
+    for p in failed:
+        print_error(f"pool {p.pool}: {p.code.name}: {p.message}")
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 def local(args: argparse.Namespace) -> int:

@@ -36,12 +36,20 @@ def build_query(signer: Signer, cluster_id: bytes, *, origin_pool: str, author: 
     return sign_message(signer, cluster_id, fpb.FanoutMessage(query=query))
 
 
+def build_incidents_query(signer: Signer, cluster_id: bytes, *, origin_pool: str, author: str, now_ms: int,
+                          limit: int = 0, validity_ms: int = 60_000, nonce: bytes | None = None) -> pb.Signed:
+    """An administrator's signed request for every pool's incidents (decision 0015)."""
+    query = fpb.IncidentsQuery(origin_pool=origin_pool, author=author, issued_at_ms=now_ms,
+                               expires_at_ms=now_ms + validity_ms, nonce=nonce or os.urandom(NONCE_LEN), limit=limit)
+    return sign_message(signer, cluster_id, fpb.FanoutMessage(incidents_query=query))
+
+
 def query_digest(signed: pb.Signed) -> bytes:
     return hashlib.sha256(bytes(signed.body)).digest()
 
 
 def parse(signed: pb.Signed, kind: str, max_bytes: int) -> fpb.FanoutMessage:
-    """The message a Signed carries, which must be of `kind` (query or answer); no signature check."""
+    """The message a Signed carries, which must be of `kind` (a FanoutMessage oneof name); no signature check."""
     check_signed_shape(signed)
     if len(signed.body) > max_bytes:
         raise DecodeError(f"fan-out {kind} of {len(signed.body)} bytes exceeds {max_bytes}")

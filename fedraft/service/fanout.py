@@ -185,7 +185,7 @@ class FanoutService:
             self._channels.clear()
 
     # ----- plumbing -----
-    def _authenticate(self, method: str, raw: bytes, context: grpc.ServicerContext) -> Caller:
+    def authenticate(self, method: str, raw: bytes, context: grpc.ServicerContext) -> Caller:
         header = next((v for k, v in context.invocation_metadata() if k == AUTH_HEADER), None)
         try:
             return self.verifier.verify(method_name(method), raw, header if isinstance(header, bytes) else None)
@@ -198,7 +198,7 @@ class FanoutService:
 
     # ----- Ask: a paired pool's node answers -----
     def ask(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        caller = self._authenticate("Ask", raw, context)
+        caller = self.authenticate("Ask", raw, context)
         signed = _parse_signed(raw)
         try:
             origin = fcrypto.parse(signed, "query", fcrypto.MAX_QUERY_BYTES).query.origin_pool
@@ -227,7 +227,7 @@ class FanoutService:
 
     # ----- Fanout: the origin node sends a query on -----
     def fanout(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        caller = self._authenticate("Fanout", raw, context)
+        caller = self.authenticate("Fanout", raw, context)
         request = fpb.FanoutRequest()
         try:
             request.ParseFromString(raw)
@@ -263,7 +263,7 @@ class FanoutService:
                 item.answer.CopyFrom(answer)
         return response.SerializeToString()
 
-    def _channel(self, address: str) -> grpc.Channel:
+    def channel(self, address: str) -> grpc.Channel:
         with self._channels_lock:
             if address not in self._channels:
                 self._channels[address] = grpc.secure_channel(address, self._creds, options=[
@@ -281,7 +281,7 @@ class FanoutService:
         body = signed.SerializeToString(deterministic=True)
         metadata = ((AUTH_HEADER, sign_request(self.signer, self.cluster_id, method_name("Ask"), body)),)
         try:
-            stub = self._channel(address).unary_unary(f"/{SERVICE}/Ask", None, None)
+            stub = self.channel(address).unary_unary(f"/{SERVICE}/Ask", None, None)
             raw: bytes = stub(body, timeout=timeout_s, metadata=metadata)
         except grpc.RpcError as exc:
             status = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
@@ -315,7 +315,10 @@ class FanoutService:
         except Exception:
             log.debug("could not record a refused fan-out", exc_info=True)
 
-    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
+    def handler(self, extra: dict[str, Callable[[bytes, grpc.ServicerContext], bytes]] | None = None
+                ) -> grpc.GenericRpcHandler[Any, Any]:
+        """Fanout and Ask, plus `extra` methods of the same service (the incident view) with the same
+        size bound, refusal codes and audit of refusals."""
         def unary(method: str, fn: Callable[[bytes, grpc.ServicerContext], bytes]) -> grpc.RpcMethodHandler[Any, Any]:
             def guarded(raw: bytes, context: grpc.ServicerContext) -> bytes:
                 if len(raw) > MAX_REQUEST_BYTES:
@@ -329,8 +332,8 @@ class FanoutService:
 
             return grpc.unary_unary_rpc_method_handler(guarded)
 
-        return grpc.method_handlers_generic_handler(SERVICE, {
-            "Fanout": unary("Fanout", self.fanout), "Ask": unary("Ask", self.ask)})
+        methods = {"Fanout": self.fanout, "Ask": self.ask, **(extra or {})}
+        return grpc.method_handlers_generic_handler(SERVICE, {name: unary(name, fn) for name, fn in methods.items()})
 
 
 def _parse_signed(raw: bytes) -> pb.Signed:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fedraft._proto.fedraft.v1 import entries_pb2 as fedraft_dot_v1_dot_entries__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65\x64raft/v1/fanout.proto\x12\nfedraft.v1\x1a\x18\x66\x65\x64raft/v1/entries.proto\"\xa0\x01\n\x0b\x46\x61noutQuery\x12\x13\n\x0borigin_pool\x18\x01 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05level\x18\x04 \x01(\t\x12\x14\n\x0cissued_at_ms\x18\x05 \x01(\x04\x12\x15\n\rexpires_at_ms\x18\x06 \x01(\x04\x12\r\n\x05nonce\x18\x07 \x01(\x0c\x12\x13\n\x0bmax_results\x18\x08 \x01(\r\"8\n\tFanoutHit\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07snippet\x18\x02 \x01(\t\x12\x0c\n\x04line\x18\x03 \x01(\r\"\xa4\x01\n\x0c\x46\x61noutAnswer\x12\x14\n\x0cquery_sha256\x18\x01 \x01(\x0c\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x16\n\x0e\x61nswered_at_ms\x18\x04 \x01(\x04\x12\x0f\n\x07handler\x18\x05 \x01(\t\x12#\n\x04hits\x18\x06 \x03(\x0b\x32\x15.fedraft.v1.FanoutHit\x12\x11\n\ttruncated\x18\x07 \x01(\x08\"m\n\rFanoutMessage\x12(\n\x05query\x18\x01 \x01(\x0b\x32\x17.fedraft.v1.FanoutQueryH\x00\x12*\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x18.fedraft.v1.FanoutAnswerH\x00\x42\x06\n\x04kind\"F\n\rFanoutRequest\x12!\n\x05query\x18\x01 \x01(\x0b\x32\x12.fedraft.v1.Signed\x12\x12\n\ntimeout_ms\x18\x02 \x01(\r\"}\n\nPoolAnswer\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\r\n\x05trust\x18\x03 \x01(\t\x12\"\n\x06\x61nswer\x18\x04 \x01(\x0b\x32\x12.fedraft.v1.Signed\x12\x0c\n\x04\x63ode\x18\x05 \x01(\r\x12\x0f\n\x07message\x18\x06 \x01(\t\"r\n\x0e\x46\x61noutResponse\x12\x13\n\x0borigin_pool\x18\x01 \x01(\t\x12\x11\n\tserved_by\x18\x02 \x01(\t\x12\'\n\x07\x61nswers\x18\x03 \x03(\x0b\x32\x16.fedraft.v1.PoolAnswer\x12\x0f\n\x07skipped\x18\x04 \x03(\t2x\n\x06\x46\x61nout\x12?\n\x06\x46\x61nout\x12\x19.fedraft.v1.FanoutRequest\x1a\x1a.fedraft.v1.FanoutResponse\x12-\n\x03\x41sk\x12\x12.fedraft.v1.Signed\x1a\x12.fedraft.v1.Signedb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65\x64raft/v1/fanout.proto\x12\nfedraft.v1\x1a\x18\x66\x65\x64raft/v1/entries.proto\"\xa0\x01\n\x0b\x46\x61noutQuery\x12\x13\n\x0borigin_pool\x18\x01 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05level\x18\x04 \x01(\t\x12\x14\n\x0cissued_at_ms\x18\x05 \x01(\x04\x12\x15\n\rexpires_at_ms\x18\x06 \x01(\x04\x12\r\n\x05nonce\x18\x07 \x01(\x0c\x12\x13\n\x0bmax_results\x18\x08 \x01(\r\"8\n\tFanoutHit\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07snippet\x18\x02 \x01(\t\x12\x0c\n\x04line\x18\x03 \x01(\r\"\xa4\x01\n\x0c\x46\x61noutAnswer\x12\x14\n\x0cquery_sha256\x18\x01 \x01(\x0c\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x16\n\x0e\x61nswered_at_ms\x18\x04 \x01(\x04\x12\x0f\n\x07handler\x18\x05 \x01(\t\x12#\n\x04hits\x18\x06 \x03(\x0b\x32\x15.fedraft.v1.FanoutHit\x12\x11\n\ttruncated\x18\x07 \x01(\x08\"\x80\x01\n\x0eIncidentsQuery\x12\x13\n\x0borigin_pool\x18\x01 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x02 \x01(\t\x12\x14\n\x0cissued_at_ms\x18\x03 \x01(\x04\x12\x15\n\rexpires_at_ms\x18\x04 \x01(\x04\x12\r\n\x05nonce\x18\x05 \x01(\x0c\x12\r\n\x05limit\x18\x06 \x01(\r\"\x83\x01\n\x0eIncidentRecord\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\r\n\x05\x61t_ms\x18\x02 \x01(\x04\x12\r\n\x05level\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x15\n\rapplied_index\x18\x05 \x01(\x04\x12\x13\n\x0b\x64\x65tail_json\x18\x06 \x01(\t\x12\x0c\n\x04hash\x18\x07 \x01(\t\"\x9c\x01\n\x0fIncidentsAnswer\x12\x14\n\x0cquery_sha256\x18\x01 \x01(\x0c\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x16\n\x0e\x61nswered_at_ms\x18\x04 \x01(\x04\x12\r\n\x05total\x18\x05 \x01(\x04\x12-\n\tincidents\x18\x06 \x03(\x0b\x32\x1a.fedraft.v1.IncidentRecord\"\xdd\x01\n\rFanoutMessage\x12(\n\x05query\x18\x01 \x01(\x0b\x32\x17.fedraft.v1.FanoutQueryH\x00\x12*\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x18.fedraft.v1.FanoutAnswerH\x00\x12\x35\n\x0fincidents_query\x18\x03 \x01(\x0b\x32\x1a.fedraft.v1.IncidentsQueryH\x00\x12\x37\n\x10incidents_answer\x18\x04 \x01(\x0b\x32\x1b.fedraft.v1.IncidentsAnswerH\x00\x42\x06\n\x04kind\"F\n\rFanoutRequest\x12!\n\x05query\x18\x01 \x01(\x0b\x32\x12.fedraft.v1.Signed\x12\x12\n\ntimeout_ms\x18\x02 \x01(\r\"}\n\nPoolAnswer\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\r\n\x05trust\x18\x03 \x01(\t\x12\"\n\x06\x61nswer\x18\x04 \x01(\x0b\x32\x12.fedraft.v1.Signed\x12\x0c\n\x04\x63ode\x18\x05 \x01(\r\x12\x0f\n\x07message\x18\x06 \x01(\t\"r\n\x0e\x46\x61noutResponse\x12\x13\n\x0borigin_pool\x18\x01 \x01(\t\x12\x11\n\tserved_by\x18\x02 \x01(\t\x12\'\n\x07\x61nswers\x18\x03 \x03(\x0b\x32\x16.fedraft.v1.PoolAnswer\x12\x0f\n\x07skipped\x18\x04 \x03(\t\"I\n\x10IncidentsRequest\x12!\n\x05query\x18\x01 \x01(\x0b\x32\x12.fedraft.v1.Signed\x12\x12\n\ntimeout_ms\x18\x02 \x01(\r\"O\n\x11IncidentsResponse\x12\x11\n\tserved_by\x18\x01 \x01(\t\x12\'\n\x07\x61nswers\x18\x02 \x03(\x0b\x32\x16.fedraft.v1.PoolAnswer2\xfa\x01\n\x06\x46\x61nout\x12?\n\x06\x46\x61nout\x12\x19.fedraft.v1.FanoutRequest\x1a\x1a.fedraft.v1.FanoutResponse\x12-\n\x03\x41sk\x12\x12.fedraft.v1.Signed\x1a\x12.fedraft.v1.Signed\x12H\n\tIncidents\x12\x1c.fedraft.v1.IncidentsRequest\x1a\x1d.fedraft.v1.IncidentsResponse\x12\x36\n\x0c\x41skIncidents\x12\x12.fedraft.v1.Signed\x1a\x12.fedraft.v1.Signedb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,14 +38,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FANOUTHIT']._serialized_end=284
   _globals['_FANOUTANSWER']._serialized_start=287
   _globals['_FANOUTANSWER']._serialized_end=451
-  _globals['_FANOUTMESSAGE']._serialized_start=453
-  _globals['_FANOUTMESSAGE']._serialized_end=562
-  _globals['_FANOUTREQUEST']._serialized_start=564
-  _globals['_FANOUTREQUEST']._serialized_end=634
-  _globals['_POOLANSWER']._serialized_start=636
-  _globals['_POOLANSWER']._serialized_end=761
-  _globals['_FANOUTRESPONSE']._serialized_start=763
-  _globals['_FANOUTRESPONSE']._serialized_end=877
-  _globals['_FANOUT']._serialized_start=879
-  _globals['_FANOUT']._serialized_end=999
+  _globals['_INCIDENTSQUERY']._serialized_start=454
+  _globals['_INCIDENTSQUERY']._serialized_end=582
+  _globals['_INCIDENTRECORD']._serialized_start=585
+  _globals['_INCIDENTRECORD']._serialized_end=716
+  _globals['_INCIDENTSANSWER']._serialized_start=719
+  _globals['_INCIDENTSANSWER']._serialized_end=875
+  _globals['_FANOUTMESSAGE']._serialized_start=878
+  _globals['_FANOUTMESSAGE']._serialized_end=1099
+  _globals['_FANOUTREQUEST']._serialized_start=1101
+  _globals['_FANOUTREQUEST']._serialized_end=1171
+  _globals['_POOLANSWER']._serialized_start=1173
+  _globals['_POOLANSWER']._serialized_end=1298
+  _globals['_FANOUTRESPONSE']._serialized_start=1300
+  _globals['_FANOUTRESPONSE']._serialized_end=1414
+  _globals['_INCIDENTSREQUEST']._serialized_start=1416
+  _globals['_INCIDENTSREQUEST']._serialized_end=1489
+  _globals['_INCIDENTSRESPONSE']._serialized_start=1491
+  _globals['_INCIDENTSRESPONSE']._serialized_end=1570
+  _globals['_FANOUT']._serialized_start=1573
+  _globals['_FANOUT']._serialized_end=1823
 # @@protoc_insertion_point(module_scope)

@@ -140,6 +140,129 @@ class FanoutAnswer(_message.Message):
 Global___FanoutAnswer: _TypeAlias = FanoutAnswer  # noqa: Y015
 
 @_typing.final
+class IncidentsQuery(_message.Message):
+    """The aggregated incident view (decision 0015): an administrator asks every voter pool's node for its
+    pool-local incident journal. Incidents are never replicated; each pool signs what it holds.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGIN_POOL_FIELD_NUMBER: _builtins.int
+    AUTHOR_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_MS_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_MS_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    origin_pool: _builtins.str
+    """the administrator's pool"""
+    author: _builtins.str
+    """informational; the key id is what counts"""
+    issued_at_ms: _builtins.int
+    expires_at_ms: _builtins.int
+    """at most 5 minutes after issued_at_ms"""
+    nonce: _builtins.bytes
+    """16 random bytes: a node answers a (key, nonce) once"""
+    limit: _builtins.int
+    """latest N incidents per pool; 0: 100; at most 500"""
+    def __init__(
+        self,
+        *,
+        origin_pool: _builtins.str = ...,
+        author: _builtins.str = ...,
+        issued_at_ms: _builtins.int = ...,
+        expires_at_ms: _builtins.int = ...,
+        nonce: _builtins.bytes = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "expires_at_ms", b"expires_at_ms", "issued_at_ms", b"issued_at_ms", "limit", b"limit", "nonce", b"nonce", "origin_pool", b"origin_pool"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IncidentsQuery: _TypeAlias = IncidentsQuery  # noqa: Y015
+
+@_typing.final
+class IncidentRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    AT_MS_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    APPLIED_INDEX_FIELD_NUMBER: _builtins.int
+    DETAIL_JSON_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """position in the pool's hash-chained incident journal"""
+    at_ms: _builtins.int
+    level: _builtins.str
+    """critical, warning, info"""
+    kind: _builtins.str
+    applied_index: _builtins.int
+    detail_json: _builtins.str
+    """the record's detail, canonical JSON"""
+    hash: _builtins.str
+    """the journal's hash of this record (hex)"""
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        at_ms: _builtins.int = ...,
+        level: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        applied_index: _builtins.int = ...,
+        detail_json: _builtins.str = ...,
+        hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "at_ms", b"at_ms", "detail_json", b"detail_json", "hash", b"hash", "kind", b"kind", "level", b"level", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IncidentRecord: _TypeAlias = IncidentRecord  # noqa: Y015
+
+@_typing.final
+class IncidentsAnswer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_SHA256_FIELD_NUMBER: _builtins.int
+    POOL_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    ANSWERED_AT_MS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    INCIDENTS_FIELD_NUMBER: _builtins.int
+    query_sha256: _builtins.bytes
+    """sha256 of the query's Signed.body"""
+    pool: _builtins.str
+    node_id: _builtins.str
+    answered_at_ms: _builtins.int
+    total: _builtins.int
+    """incidents in the journal (the answer holds the latest `limit`)"""
+    @_builtins.property
+    def incidents(self) -> _containers.RepeatedCompositeFieldContainer[Global___IncidentRecord]:
+        """oldest first"""
+
+    def __init__(
+        self,
+        *,
+        query_sha256: _builtins.bytes = ...,
+        pool: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        answered_at_ms: _builtins.int = ...,
+        total: _builtins.int = ...,
+        incidents: _abc.Iterable[Global___IncidentRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered_at_ms", b"answered_at_ms", "incidents", b"incidents", "node_id", b"node_id", "pool", b"pool", "query_sha256", b"query_sha256", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IncidentsAnswer: _TypeAlias = IncidentsAnswer  # noqa: Y015
+
+@_typing.final
 class FanoutMessage(_message.Message):
     """The signed body (context fedraft/v1/fanout): a query or an answer, never one mistaken for the other."""
 
@@ -147,21 +270,29 @@ class FanoutMessage(_message.Message):
 
     QUERY_FIELD_NUMBER: _builtins.int
     ANSWER_FIELD_NUMBER: _builtins.int
+    INCIDENTS_QUERY_FIELD_NUMBER: _builtins.int
+    INCIDENTS_ANSWER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def query(self) -> Global___FanoutQuery: ...
     @_builtins.property
     def answer(self) -> Global___FanoutAnswer: ...
+    @_builtins.property
+    def incidents_query(self) -> Global___IncidentsQuery: ...
+    @_builtins.property
+    def incidents_answer(self) -> Global___IncidentsAnswer: ...
     def __init__(
         self,
         *,
         query: Global___FanoutQuery | None = ...,
         answer: Global___FanoutAnswer | None = ...,
+        incidents_query: Global___IncidentsQuery | None = ...,
+        incidents_answer: Global___IncidentsAnswer | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "kind", b"kind", "query", b"query"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "incidents_answer", b"incidents_answer", "incidents_query", b"incidents_query", "kind", b"kind", "query", b"query"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "kind", b"kind", "query", b"query"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "incidents_answer", b"incidents_answer", "incidents_query", b"incidents_query", "kind", b"kind", "query", b"query"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["query", "answer"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["query", "answer", "incidents_query", "incidents_answer"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -267,3 +398,56 @@ class FanoutResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FanoutResponse: _TypeAlias = FanoutResponse  # noqa: Y015
+
+@_typing.final
+class IncidentsRequest(_message.Message):
+    """Client (an administrator) -> any node."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    timeout_ms: _builtins.int
+    """per pool; 0: 5 s; at most 30 s"""
+    @_builtins.property
+    def query(self) -> _entries_pb2.Signed:
+        """Signed(body = FanoutMessage{incidents_query}), by the request's own signer"""
+
+    def __init__(
+        self,
+        *,
+        query: _entries_pb2.Signed | None = ...,
+        timeout_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IncidentsRequest: _TypeAlias = IncidentsRequest  # noqa: Y015
+
+@_typing.final
+class IncidentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVED_BY_FIELD_NUMBER: _builtins.int
+    ANSWERS_FIELD_NUMBER: _builtins.int
+    served_by: _builtins.str
+    @_builtins.property
+    def answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___PoolAnswer]:
+        """one per registered pool, sorted by pool; unreachable ones say why"""
+
+    def __init__(
+        self,
+        *,
+        served_by: _builtins.str = ...,
+        answers: _abc.Iterable[Global___PoolAnswer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers", "served_by", b"served_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IncidentsResponse: _TypeAlias = IncidentsResponse  # noqa: Y015

@@ -45,6 +45,16 @@ class FanoutStub:
                 request_serializer=fedraft_dot_v1_dot_entries__pb2.Signed.SerializeToString,
                 response_deserializer=fedraft_dot_v1_dot_entries__pb2.Signed.FromString,
                 _registered_method=True)
+        self.Incidents = channel.unary_unary(
+                '/fedraft.v1.Fanout/Incidents',
+                request_serializer=fedraft_dot_v1_dot_fanout__pb2.IncidentsRequest.SerializeToString,
+                response_deserializer=fedraft_dot_v1_dot_fanout__pb2.IncidentsResponse.FromString,
+                _registered_method=True)
+        self.AskIncidents = channel.unary_unary(
+                '/fedraft.v1.Fanout/AskIncidents',
+                request_serializer=fedraft_dot_v1_dot_entries__pb2.Signed.SerializeToString,
+                response_deserializer=fedraft_dot_v1_dot_entries__pb2.Signed.FromString,
+                _registered_method=True)
 
 
 class FanoutServicer:
@@ -64,6 +74,21 @@ class FanoutServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Incidents(self, request, context):
+        """Client -> any node: every pool's signed incident journal tail, or why a pool did not answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AskIncidents(self, request, context):
+        """Serving node -> another voter pool's node: request body Signed(incidents_query), response
+        Signed(incidents_answer) by that node's key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FanoutServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -74,6 +99,16 @@ def add_FanoutServicer_to_server(servicer, server):
             ),
             'Ask': grpc.unary_unary_rpc_method_handler(
                     servicer.Ask,
+                    request_deserializer=fedraft_dot_v1_dot_entries__pb2.Signed.FromString,
+                    response_serializer=fedraft_dot_v1_dot_entries__pb2.Signed.SerializeToString,
+            ),
+            'Incidents': grpc.unary_unary_rpc_method_handler(
+                    servicer.Incidents,
+                    request_deserializer=fedraft_dot_v1_dot_fanout__pb2.IncidentsRequest.FromString,
+                    response_serializer=fedraft_dot_v1_dot_fanout__pb2.IncidentsResponse.SerializeToString,
+            ),
+            'AskIncidents': grpc.unary_unary_rpc_method_handler(
+                    servicer.AskIncidents,
                     request_deserializer=fedraft_dot_v1_dot_entries__pb2.Signed.FromString,
                     response_serializer=fedraft_dot_v1_dot_entries__pb2.Signed.SerializeToString,
             ),
@@ -130,6 +165,60 @@ class Fanout:
             request,
             target,
             '/fedraft.v1.Fanout/Ask',
+            fedraft_dot_v1_dot_entries__pb2.Signed.SerializeToString,
+            fedraft_dot_v1_dot_entries__pb2.Signed.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Incidents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedraft.v1.Fanout/Incidents',
+            fedraft_dot_v1_dot_fanout__pb2.IncidentsRequest.SerializeToString,
+            fedraft_dot_v1_dot_fanout__pb2.IncidentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AskIncidents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedraft.v1.Fanout/AskIncidents',
             fedraft_dot_v1_dot_entries__pb2.Signed.SerializeToString,
             fedraft_dot_v1_dot_entries__pb2.Signed.FromString,
             options,
