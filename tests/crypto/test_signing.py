@@ -59,3 +59,53 @@ def test_chain() -> None:
     assert heads[0] == hashlib.sha256(GENESIS_HEAD + b"a").digest()
     assert heads[1] == next_head(heads[0], b"b")
     assert chain_heads([b"b", b"a"])[1] != heads[1]  # order matters
+
+
+def test_a_verified_signature_is_not_verified_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedraft.crypto import signing
+
+    ident = Identity.generate()
+    sig = ident.sign(CTX_ENVELOPE, b"cid", b"body")  # Identity.sign: not remembered
+    calls: list[bytes] = []
+    real = signing.VerifyKey.verify
+
+    def counting(self: signing.VerifyKey, message: bytes, signature: bytes) -> bytes:
+        calls.append(message)
+        return real(self, message, signature)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(signing.VerifyKey, "verify", counting)
+    verify(ident.public_key, CTX_ENVELOPE, b"cid", b"body", sig)
+    verify(ident.public_key, CTX_ENVELOPE, b"cid", b"body", sig)
+    assert len(calls) == 1
+    # The remembered digest covers key, signature and every framed byte: any change verifies again.
+    with pytest.raises(SignatureError):
+        verify(ident.public_key, CTX_ENVELOPE, b"cid", b"bodY", sig)
+    with pytest.raises(SignatureError):
+        verify(ident.public_key, CTX_ENTRY, b"cid", b"body", sig)
+    with pytest.raises(SignatureError):
+        verify(Identity.generate().public_key, CTX_ENVELOPE, b"cid", b"body", sig)
+    assert len(calls) == 4
+
+
+def test_own_signatures_are_known_and_failures_are_never_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedraft.crypto import signing
+
+    signer = Signer(Identity.generate())
+    sig = signer.sign(CTX_ENTRY, b"cid", b"entry")
+    monkeypatch.setattr(signing.VerifyKey, "verify", lambda *_a: pytest.fail("verified its own signature"))
+    verify(signer.public_key, CTX_ENTRY, b"cid", b"entry", sig)
+    monkeypatch.undo()
+    bad = bytes([sig[0] ^ 1]) + sig[1:]
+    for _ in range(2):
+        with pytest.raises(SignatureError):
+            verify(signer.public_key, CTX_ENTRY, b"cid", b"entry", bad)
+
+
+def test_the_verified_set_is_bounded() -> None:
+    from fedraft.crypto.signing import VerifiedSignatures
+
+    cache = VerifiedSignatures(capacity=3)
+    digests = [bytes([i]) * 32 for i in range(5)]
+    for d in digests:
+        cache.add(d)
+    assert [d in cache for d in digests] == [False, False, True, True, True]
