@@ -6,6 +6,7 @@ in its entry); CompareAndSet with expected version 0 means "must not exist".
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -15,6 +16,7 @@ from fedraft.domain.outcome import Code, Outcome
 PREFIXES = ("/routes/", "/settings/")
 MAX_KEY_BYTES = 512
 MAX_VALUE_BYTES = 4096
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, order=True)
@@ -56,7 +58,7 @@ def key_problem(key: str) -> str | None:
         return "a key needs a name after its prefix"
     if len(key.encode()) > MAX_KEY_BYTES:
         return f"key longer than {MAX_KEY_BYTES} bytes"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+    if _CONTROL.search(key):
         return "key contains control characters"
     return None
 
