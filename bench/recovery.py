@@ -12,10 +12,12 @@ index and both report the same state digest (SPEC D18) at the same applied index
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from bench.node_control import ControlledFederation
 
 BATCH = 500      # envelopes per Propose request (the API takes up to 1000)
 FILL_THREADS = 2  # Propose requests in flight during the fill (the leader keeps 2 entries in flight)
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")  # `fedraft node`'s asctime (local time)
 
 
 def compaction_interval_s(entries: int) -> int:
@@ -60,27 +63,61 @@ def fill(fed: ControlledFederation, entries: int, value_size: int) -> dict[str, 
             "writes_per_s": round(ok / seconds, 1)}
 
 
+def log_marks(text: str, node: str, started_wall: float) -> dict[str, float]:
+    """Seconds from the process start to "node up" and to the snapshot install, from the node's own log."""
+    marks: dict[str, float] = {}
+    for line in text.splitlines():
+        m = LOG_TIME.match(line)
+        if m is None:
+            continue
+        at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp() - started_wall
+        if f" node {node} up:" in line:
+            marks.setdefault("node_up_s", at)
+        elif "installed snapshot at index" in line:
+            marks.setdefault("snapshot_installed_s", at)
+    return marks
+
+
 def catch_up(fed: ControlledFederation, victim: str, timeout: float) -> dict[str, Any]:
-    """Kill, wipe and rejoin `victim`; time until it answers, installed a snapshot, and caught up."""
+    """Kill, wipe and rejoin `victim`; time until it was up, installed the snapshot, and caught up."""
     fed.kill(victim)
     fed.wipe(victim)
+    log_path = fed.root / f"{victim}.log"
+    offset = log_path.stat().st_size
+    started_wall = time.time()
     t0 = fed.restart(victim, rejoin=True)
     marks: dict[str, float] = {}
+    from fedraft.client import Client
+
+    # A fresh client per attempt until the node answers: a channel that failed while the process started
+    # waits out gRPC's reconnect back-off (up to 1 s) before trying again, which would show as catch-up time.
+    client = Client.from_profile(fed.profile)
 
     def progressed() -> bool:
+        nonlocal client
         fed._check_alive()
-        s = fed.status(victim)  # raises while the process is still starting
+        try:
+            s = client.status(fed.endpoints[victim], timeout=2.0)
+        except Exception:
+            if "first_status_s" not in marks:
+                client.close()
+                client = Client.from_profile(fed.profile)
+            raise
         now = time.monotonic() - t0
-        marks.setdefault("api_up_s", now)
-        if int(s.snapshot_index) > 0:
-            marks.setdefault("snapshot_installed_s", now)
+        marks.setdefault("first_status_s", now)
         leader = fed.leader(timeout)
-        if int(s.applied_index) >= int(fed.status(leader).commit_index) and "snapshot_installed_s" in marks:
+        if int(s.snapshot_index) > 0 and int(s.applied_index) >= int(fed.status(leader).commit_index):
             marks["caught_up_s"] = now
             return True
         return False
 
-    procs.wait_for(progressed, timeout, f"{victim} to catch up after --rejoin", 0.05)
+    try:
+        procs.wait_for(progressed, timeout, f"{victim} to catch up after --rejoin", 0.05)
+    finally:
+        client.close()
+    with log_path.open("rb") as f:
+        f.seek(offset)
+        marks |= log_marks(f.read().decode(errors="replace"), victim, started_wall)
     return {name: round(value, 2) for name, value in marks.items()}
 
 

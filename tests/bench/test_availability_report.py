@@ -50,3 +50,17 @@ def test_report_keeps_the_commit_section_when_a_newer_run_only_measured_failover
     assert "### Failover" in text and "20260102T000000Z-quick.json" in text
     assert "missed by 300.0 ms" in text  # max 3300 ms against 3000 ms
     assert text.count("## quick") == 1
+
+
+def test_recovery_reads_node_up_and_snapshot_install_from_the_nodes_own_log() -> None:
+    from datetime import datetime
+
+    from bench import recovery
+
+    started = datetime(2026, 1, 2, 3, 4, 5).timestamp()
+    text = ("2026-01-02 03:04:06,250 hq INFO fedraft.app: node hq up: api 127.0.0.1:1, peers 127.0.0.1:2\n"
+            "Traceback-free noise without a timestamp\n"
+            "2026-01-02 03:04:07,500 hq INFO fedraft.consensus.snapshot: installed snapshot at index 64 term 1\n"
+            "2026-01-02 03:04:09,000 hq INFO fedraft.consensus.snapshot: installed snapshot at index 90 term 1\n")
+    assert recovery.log_marks(text, "hq", started) == {"node_up_s": 1.25, "snapshot_installed_s": 2.5}
+    assert recovery.log_marks(text, "gpu-dc", started) == {"snapshot_installed_s": 2.5}
