@@ -70,10 +70,13 @@ class Envelope(_message.Message):
     GOVERNANCE_FIELD_NUMBER: _builtins.int
     PLACEMENT_FIELD_NUMBER: _builtins.int
     cluster_id: _builtins.bytes
+    """sha256 of genesis.json: an envelope for another federation is refused"""
     request_id: _builtins.bytes
     """16 random bytes (or sha256-derived for node requests, D13)"""
     issued_at_ms: _builtins.int
+    """author's clock; at most 30 s in the future"""
     expires_at_ms: _builtins.int
+    """after issued_at_ms by at most policy max_validity_ms (default 5 min, D3)"""
     @_builtins.property
     def put(self) -> Global___Put: ...
     @_builtins.property
@@ -284,11 +287,17 @@ class LogEntry(_message.Message):
     ENVELOPES_FIELD_NUMBER: _builtins.int
     APPLY_VERSION_FIELD_NUMBER: _builtins.int
     term: _builtins.int
+    """must equal the term of the entry's log slot (D10)"""
     leader_id: _builtins.str
+    """the genesis voter that signs it"""
     leader_time_ms: _builtins.int
+    """the leader's clock; apply clamps it into the effective time (D6)"""
     apply_version: _builtins.int
+    """min(leader's apply version, replicated one); newer halts a node (D16)"""
     @_builtins.property
-    def envelopes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Signed]: ...
+    def envelopes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Signed]:
+        """applied in order, each seeing the ones before it (D9)"""
+
     def __init__(
         self,
         *,
@@ -308,6 +317,8 @@ Global___LogEntry: _TypeAlias = LogEntry  # noqa: Y015
 
 @_typing.final
 class Revision(_message.Message):
+    """Where a change was applied: the log index and the envelope's position in that entry (D8)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     INDEX_FIELD_NUMBER: _builtins.int
@@ -330,6 +341,8 @@ Global___Revision: _TypeAlias = Revision  # noqa: Y015
 
 @_typing.final
 class RegistryRecord(_message.Message):
+    """A registry key (SPEC D8): only under /routes/ and /settings/, values up to 4 KiB."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
@@ -340,6 +353,7 @@ class RegistryRecord(_message.Message):
     key: _builtins.str
     value: _builtins.bytes
     version: _builtins.int
+    """1..n, reset by delete; CompareAndSet with 0 means "must not exist" """
     @_builtins.property
     def create_revision(self) -> Global___Revision: ...
     @_builtins.property
@@ -376,9 +390,13 @@ class Result(_message.Message):
     GOVERNANCE_FIELD_NUMBER: _builtins.int
     PLACEMENT_FIELD_NUMBER: _builtins.int
     code: _builtins.int
+    """0 OK; refusals as in docs/decisions/0001 (UNAUTHENTICATED, PERMISSION_DENIED, ...)"""
     message: _builtins.str
+    """why, for a person"""
     index: _builtins.int
+    """the log index it was applied at"""
     ordinal: _builtins.int
+    """the envelope's position in that entry"""
     @_builtins.property
     def record(self) -> Global___RegistryRecord: ...
     @_builtins.property
@@ -448,9 +466,13 @@ class RequestAuth(_message.Message):
     TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
     NONCE_FIELD_NUMBER: _builtins.int
     method: _builtins.str
+    """Federation RPCs by name (Propose); other services as fedraft.v1.Fanout/Ask"""
     body_sha256: _builtins.bytes
+    """of the serialized request message"""
     timestamp_ms: _builtins.int
+    """within ±30 s of the server's clock"""
     nonce: _builtins.bytes
+    """16 random bytes, never reused within the window"""
     def __init__(
         self,
         *,
