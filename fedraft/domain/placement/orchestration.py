@@ -347,7 +347,9 @@ class _Tick:
             decision = self._attempt(w, self.flapping, self.policy.preemption)
             if decision.placement is not None:
                 self._land(w, decision, GPU_FAULT, source_down=True)
-                self._set(replace(self.work[w.id], reason=reason))
+                landed = replace(self.work[w.id], reason=reason)
+                self._set(landed)
+                self.view.book(landed)   # the view holds the workload as stored
                 return
             pending = self._must(transition(w, Phase.PENDING, f"{reason}; {decision.explanation.note}"))
             pending = replace(pending, tried_ms=self.now, explanation=encode_explanation(decision.explanation))
