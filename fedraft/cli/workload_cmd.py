@@ -71,6 +71,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--region", metavar="R", default="", help="preferred region (scored, not required)")
     p.add_argument("--model", metavar="NAME", default="", help="catalog model: pools with a replica score higher")
     p.add_argument("--max-latency", metavar="MS", help="at most this latency from your region (policy table)")
+    p.add_argument("--mig-profile", metavar="PROFILE", default="",
+                   help="only MIG instances of this profile, e.g. 1g.10gb (default: any unit, whole or MIG)")
     _common(p)
 
     p = add_command(subparsers, "cancel", func=cancel, help="cancel a workload (its resources are freed)",
@@ -119,7 +121,7 @@ def _spec_doc(s: Any) -> dict[str, Any]:
     return {"gpus": s.gpus, "gpu_memory_mb": s.gpu_memory_mb, "cpu_millis": s.cpu_millis, "ram_mb": s.ram_mb,
             "priority": s.priority, "min_trust": s.min_trust or "standard", "labels": list(s.labels),
             "exclude_pools": list(s.exclude_pools), "preferred_region": s.preferred_region, "model": s.model,
-            "max_latency_ms": s.max_latency_ms}
+            "max_latency_ms": s.max_latency_ms, "mig_profile": s.mig_profile}
 
 
 def _move_doc(m: Any) -> dict[str, Any]:
@@ -160,6 +162,7 @@ def _spec(args: argparse.Namespace) -> Any:
         preferred_region=name("preferred region", args.region, "--region") if args.region else "",
         model=name("model", args.model, "--model") if args.model else "",
         max_latency_ms=integer(args.max_latency, "--max-latency", 0, UINT32_MAX),
+        mig_profile=args.mig_profile,
     )
 
 
