@@ -4,6 +4,7 @@ It writes a federation directory (keys, CA, certificates, genesis, configs, samp
 starts the three nodes as real processes, waits for a leader, writes sample registry entries through
 the signed log, pairs the three pools, submits sample workloads that the GPU-aware scheduler places
 inside apply, and shows the cluster. `--once` stops everything and exits; otherwise it runs until Ctrl-C.
+`--chaos` then kills and restarts nodes, showing the failover live (fedraft.cli.demo_chaos).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ EXAMPLE = """example:
   fedraft demo --once                 # start, write, show, stop (what the README runs)
   fedraft demo                        # keep running until Ctrl-C
   fedraft demo --dir ./demo-fed       # keep the federation directory for later use
+  fedraft demo --chaos                # then kill the leader, later a follower (SIGKILL), restart them, live
+  fedraft demo --chaos --once         # one leader round and one follower round, then stop (CI)
 """
 
 # (workload id, gpus, GPU memory floor MiB, CPU millicores, RAM MiB, priority, preferred region)
@@ -53,6 +56,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--base-port", type=int, default=0, help="first port (default: find free ports)")
     p.add_argument("--once", action="store_true", help="stop the nodes and exit after showing the cluster")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a leader (default 60)")
+    p.add_argument("--chaos", action="store_true",
+                   help="kill (SIGKILL) and restart the leader, then a follower, showing the failover")
     p.set_defaults(func=run)
 
 
@@ -83,11 +88,21 @@ class DemoCluster:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self) -> None:
-        for node_id, config in sorted(self.layout.node_configs.items()):
-            log = open(config.parent / "node.log", "ab")  # noqa: SIM115 - owned by the process
+        for node_id in sorted(self.layout.node_configs):
+            self.start_node(node_id)
+
+    def start_node(self, node_id: str) -> None:
+        config = self.layout.node_configs[node_id]
+        with open(config.parent / "node.log", "ab") as log:  # the child keeps its own descriptor
             self.procs[node_id] = subprocess.Popen(
                 [sys.executable, "-m", "fedraft", "node", "--config", str(config)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def kill(self, node_id: str) -> None:
+        """SIGKILL, as a crash would (the chaos demo); the node's data stays for its restart."""
+        proc = self.procs[node_id]
+        proc.kill()
+        proc.wait()
 
     def stop(self, timeout: float = 10.0) -> None:
         for proc in self.procs.values():
@@ -159,6 +174,13 @@ def _drive(console: Any, cluster: DemoCluster, args: argparse.Namespace, stop: t
             return 1
         _wait_caught_up(client, max(index, read.applied_index))
         _show_status(console, client)
+        if args.chaos:
+            from fedraft.cli.demo_chaos import run_chaos
+
+            code = run_chaos(console, cluster, client, stop, args.timeout, args.once)
+            if code == 0 and not stop.is_set():
+                _show_status(console, client)
+            return code
         if args.once:
             return 0
         console.print("[dim]running; Ctrl-C stops the federation. Try: "
