@@ -13,6 +13,7 @@ network faults, client requests and the fault schedule each draw from their own 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import random
 import types
@@ -276,6 +277,12 @@ class SimCluster:
         applied = {self.invariants.applied.get(n.node_id) for n in live}
         commits = {n.engine.commit_index for n in live if n.engine is not None}
         return len(applied) == 1 and len(commits) == 1
+
+    def fingerprint(self) -> str:
+        """One hash of everything a run did: faults, network counts, digests by index, every journal."""
+        disks = {n: (node.disk.entries, node.disk.term, node.disk.voted_for) for n, node in sorted(self.nodes.items())}
+        seen = (self.events, sorted(self.network.stats.items()), sorted(self.invariants.digests.items()), disks)
+        return hashlib.sha256(repr(seen).encode()).hexdigest()
 
     def summary(self) -> str:
         acked = sum(1 for op in self.clients.ops if op.result is not None)
