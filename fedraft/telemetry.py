@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from fedraft.config import TelemetryConfig
@@ -119,31 +119,45 @@ def extract(metadata: Sequence[tuple[str, Any]]) -> Any:
     return TraceContextTextMapPropagator().extract(carrier)
 
 
+_client_api: Any = None  # (trace module, W3C propagator) once imported; False without OpenTelemetry
+
+
+def _client_otel() -> Any:
+    global _client_api
+    if _client_api is None:
+        try:
+            from opentelemetry import trace
+            from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+        except ImportError:
+            _client_api = False
+        else:
+            _client_api = (trace, TraceContextTextMapPropagator())
+    return _client_api
+
+
 def trace_headers() -> tuple[tuple[str, str], ...]:
     """The caller's current span as `traceparent` (and `tracestate`) metadata; () when there is none."""
-    try:
-        from opentelemetry import trace
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-    except ImportError:
+    otel = _client_otel()
+    if not otel:
         return ()
+    trace, propagator = otel
     if not trace.get_current_span().get_span_context().is_valid:
         return ()
     carrier: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(carrier)
+    propagator.inject(carrier)
     return tuple(carrier.items())
 
 
-@contextlib.contextmanager
-def client_span(method: str) -> Iterator[None]:
+def client_span(method: str) -> contextlib.AbstractContextManager[Any]:
     """A CLIENT span around one client call (all its attempts), on the process's global tracer: an
-    application that set up OpenTelemetry sees fedraft calls inside its own traces."""
-    try:
-        from opentelemetry import trace
-    except ImportError:
-        yield
-        return
-    with trace.get_tracer(SCOPE).start_as_current_span(f"fedraft.client/{method}", kind=trace.SpanKind.CLIENT):
-        yield
+    application that set up OpenTelemetry sees fedraft calls inside its own traces. Nothing (not even
+    a no-op span) until the application installed a tracer provider."""
+    otel = _client_otel()
+    if not otel or isinstance(otel[0].get_tracer_provider(), otel[0].ProxyTracerProvider):
+        return contextlib.nullcontext()
+    trace = otel[0]
+    return trace.get_tracer(SCOPE).start_as_current_span(  # type: ignore[no-any-return]
+        f"fedraft.client/{method}", kind=trace.SpanKind.CLIENT)
 
 
 # ----- one Propose on the leader -----

@@ -205,3 +205,27 @@ def test_a_node_asking_for_a_missing_exporter_stops_at_start_with_one_line(tmp_p
     assert done.stderr.splitlines() == ["error: telemetry exporter 'otlp' needs the OTLP exporter package",
                                         "hint: install the [otlp] extra: pip install 'fedraft[otlp]'"]
     assert not (config.parent / "data" / "state").exists()  # nothing was started
+
+
+def test_client_calls_are_client_spans_once_the_application_installed_a_provider() -> None:
+    done = _run_without([], """
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from fedraft.telemetry import client_span, trace_headers
+        with client_span("Propose"):  # no provider yet: no span at all
+            assert trace_headers() == ()
+        spans = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(spans))
+        trace.set_tracer_provider(provider)
+        with trace.get_tracer("app").start_as_current_span("app") as app:
+            with client_span("Propose"):
+                headers = dict(trace_headers())
+        (client,) = [s for s in spans.get_finished_spans() if s.name == "fedraft.client/Propose"]
+        assert client.kind == trace.SpanKind.CLIENT and client.parent.span_id == app.get_span_context().span_id
+        assert headers["traceparent"].split("-")[2] == f"{client.context.span_id:016x}"
+        print("ok")
+    """)
+    assert done.stdout.strip() == "ok", done.stderr
