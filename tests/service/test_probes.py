@@ -201,6 +201,9 @@ def test_metrics_carry_the_spec_names_from_state_engine_and_listeners(engine: Fa
     signals.on_applied(AppliedEntry(9, [placed, queued, refused], [None, None, None], summary))
     signals.on_refused(RefusedRequest("Propose", "UNAUTHENTICATED", "bad signature"))
     signals.observe_commit(0.004)
+    metrics.observe_fsync(0.0002)
+    metrics.moved("gpu-dc", "hq", "failover")
+    metrics.observe_migration(12.0)
     signals.sample_leader()
     engine.term, engine.leader_id = 4, "gpu-dc"
     signals.sample_leader()
@@ -230,6 +233,9 @@ def test_metrics_carry_the_spec_names_from_state_engine_and_listeners(engine: Fa
     assert 'fedraft_pool_workloads{pool="gpu-dc"} 1.0' in lines
     assert "fedraft_pending_critical 0.0" in lines and "fedraft_lockdown 0.0" in lines
     assert 'fedraft_replication_lag_seconds{node="gpu-dc"} 0.75' in lines
+    assert 'fedraft_fsync_seconds_bucket{le="0.00025"} 1.0' in lines
+    assert 'fedraft_migrations_total{destination="hq",reason="failover",source="gpu-dc"} 1.0' in lines
+    assert 'fedraft_migration_duration_seconds_bucket{le="20.0"} 1.0' in lines
 
 
 def test_pool_health_levels_and_placement_outcomes() -> None:
