@@ -74,9 +74,9 @@ class SimNode:
 
 class SimCluster:
     def __init__(self, seed: int, root: Path, schedule: Schedule = Schedule(), *,
-                 fail_on_critical: bool = True) -> None:
+                 fail_on_error_logs: bool = True) -> None:
         self.seed = seed
-        self.fail_on_critical = fail_on_critical
+        self.fail_on_error_logs = fail_on_error_logs
         self.schedule = schedule
         self.now = 100.0
         self.step_no = 0
@@ -227,8 +227,8 @@ class SimCluster:
 
     def check(self) -> None:
         inv = self.invariants
-        if self._critical.records and self.fail_on_critical:
-            raise SimViolation(f"CRITICAL log: {self._critical.records[0]}")
+        if self._critical.records and self.fail_on_error_logs:
+            raise SimViolation(f"logged {self._critical.records[0]}")
         for node in self.live():
             engine = node.engine
             assert engine is not None and node.store is not None and node.links is not None

@@ -20,12 +20,13 @@ def _run_seed(seed: int, root: Path) -> None:
     with SimCluster(seed, root) as cluster:
         try:
             cluster.run()
-        except SimViolation as exc:
+        except Exception as exc:
+            replay = f"replay: pytest tests/sim/test_sim.py::test_random_faults --sim-seed {seed}"
             faults = "\n  ".join(cluster.events[-12:]) or "(none)"
-            print(f"SIMULATION FAILED: seed {seed}\n  replay: pytest tests/sim --sim-seed {seed}")
+            print(f"SIMULATION FAILED: seed {seed}\n  {replay}")
             raise SimViolation(
                 f"seed {seed}, step {cluster.step_no} ({cluster.now - 100:.2f} s simulated): {exc}\n"
-                f"replay: pytest tests/sim --sim-seed {seed}\nlast faults:\n  {faults}") from None
+                f"{replay}\nlast faults:\n  {faults}") from exc
         print(cluster.summary())
 
 
