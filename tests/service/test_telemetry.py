@@ -229,3 +229,19 @@ def test_client_calls_are_client_spans_once_the_application_installed_a_provider
         print("ok")
     """)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_a_malformed_traceparent_starts_a_new_trace_and_the_write_goes_through(
+        traced_node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fedraft.client as client_module
+    from fedraft.client import Client
+
+    layout, spans, _ = traced_node
+    monkeypatch.setattr(client_module, "trace_headers", lambda: ((TRACEPARENT, "00-zz-not-a-trace-01"),))
+    with Client.from_profile(layout.profiles["hq"]) as client:
+        wait_for(lambda: client.status(client.endpoints[0], timeout=1.0).role == "leader", what="a leader")
+        result = client.put("/routes/untraced", b"x")
+    # the node's agent may share the entry (and its index): nothing here sends a valid traceparent
+    mine = wait_for(lambda: [s for s in spans.get_finished_spans() if s.name == "fedraft.propose"
+                             and s.attributes.get("fedraft.index") == result.index], what="the propose span")
+    assert all(s.parent is None and s.status.is_ok for s in mine)
