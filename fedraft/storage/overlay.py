@@ -34,7 +34,8 @@ class OverlayTxn(StateTxn):
 
     def delete(self, db: bytes, key: bytes) -> bool:
         existed = self._get(db, key) is not None
-        self._writes.setdefault(db, {})[bytes(key)] = None
+        if existed:
+            self._writes.setdefault(db, {})[bytes(key)] = None
         return existed
 
     def items(self, db: bytes, prefix: bytes = b"", start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:

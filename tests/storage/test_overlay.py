@@ -8,7 +8,7 @@ from fedraft.storage.overlay import OverlayTxn
 from fedraft.storage.state import StateStore
 from tests.helpers import make_federation
 
-DB = b"pools"
+DB = b"workloads"  # empty at genesis
 
 
 def test_writes_and_deletes_are_seen_in_order_and_never_stored(tmp_path: Path) -> None:
