@@ -30,7 +30,7 @@ from pysyncobj.version import VERSION as _PYSYNCOBJ_VERSION
 
 from fedraft.errors import InvariantBroken
 
-__all__ = ["ConflictOnlyTruncation", "trim_append_entries"]
+__all__ = ["ConflictOnlyTruncation", "TrimmedAppend", "trim_append_entries"]
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,13 @@ logging.getLogger("pysyncobj.syncobj").addFilter(_KeptSuffixFilter())
 
 
 @dataclass(frozen=True)
-class _Trimmed:
+class TrimmedAppend:
     message: dict[str, Any]
     conflict: bool  # the message's first entry differs from this log's entry at that index
 
 
 def trim_append_entries(log_entries: Any, current_term: int, commit_index: int,
-                        message: dict[str, Any]) -> _Trimmed | None:
+                        message: dict[str, Any]) -> TrimmedAppend | None:
     """The message as the stock handler must see it, or None to drop it (conflict at or below commit).
 
     `log_entries` is pysyncobj's journal (a sequence of (command, index, term), contiguous indexes).
@@ -75,13 +75,13 @@ def trim_append_entries(log_entries: Any, current_term: int, commit_index: int,
     entries: list[Entry] = list(message.get("entries") or ())
     if (prev_idx is None or "transmission" in message or not len(log_entries)
             or int(message["term"]) < current_term):
-        return _Trimmed(message, conflict=False)
+        return TrimmedAppend(message, conflict=False)
     first = log_entries[0][1]
     last = log_entries[-1][1]
     if not first <= prev_idx <= last or log_entries[prev_idx - first][2] != message.get("prevLogTerm"):
-        return _Trimmed(message, conflict=False)  # the stock reply asks the leader to step back
+        return TrimmedAppend(message, conflict=False)  # the stock reply asks the leader to step back
     if any(e[1] != prev_idx + 1 + i for i, e in enumerate(entries)):
-        return _Trimmed(message, conflict=False)  # not a slice pysyncobj sends; the codec refuses these
+        return TrimmedAppend(message, conflict=False)  # not a slice pysyncobj sends; the codec refuses these
     last_new = prev_idx + len(entries)
     matched = prev_idx
     skip = 0
@@ -100,7 +100,7 @@ def trim_append_entries(log_entries: Any, current_term: int, commit_index: int,
     trimmed["prevLogTerm"] = log_entries[matched - first][2]
     trimmed["entries"] = rest
     trimmed["commit_index"] = min(int(message["commit_index"]), last_new)
-    return _Trimmed(trimmed, conflict)
+    return TrimmedAppend(trimmed, conflict)
 
 
 class ConflictOnlyTruncation:

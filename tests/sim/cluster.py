@@ -30,7 +30,7 @@ from fedraft._proto.fedraft.v1 import entries_pb2 as pb
 from fedraft.consensus.engine import EngineTuning, RaftEngine
 from fedraft.consensus.peer_transport import GrpcTransport
 from fedraft.storage.state import StateStore
-from tests.sim.invariants import CriticalLogs, Invariants, SimViolation
+from tests.sim.invariants import ErrorLogs, Invariants, SimViolation
 from tests.sim.journal import SimDisk, SimJournal
 from tests.sim.network import Faults, SimLinks, SimNetwork, describe
 from tests.sim.workload import NODE_IDS, T0_MS, Clients, Op, make_federation
@@ -69,7 +69,6 @@ class SimNode:
         self.links: SimLinks | None = None
         self.down_until = 0.0
         self.paused_until = 0.0
-        self.incarnation = 0
 
 
 class SimCluster:
@@ -89,7 +88,7 @@ class SimCluster:
         self.partitioned_until = 0.0
         self.events: list[str] = []
         self._acks: list[Op] = []
-        self._critical = CriticalLogs()
+        self._error_logs = ErrorLogs()
         self._exit = contextlib.ExitStack()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -100,8 +99,8 @@ class SimCluster:
         ex.enter_context(_patched(_ps, "monotonicTime", lambda: self.now))
         ex.enter_context(_patched(_ps, "random", raft_rng))
         ex.enter_context(_patched(peer_transport, "time", types.SimpleNamespace(monotonic=lambda: self.now)))
-        logging.getLogger().addHandler(self._critical)
-        ex.callback(logging.getLogger().removeHandler, self._critical)
+        logging.getLogger().addHandler(self._error_logs)
+        ex.callback(logging.getLogger().removeHandler, self._error_logs)
         ex.callback(self._close_all)
         for node in self.nodes.values():
             self._start(node)
@@ -111,7 +110,6 @@ class SimCluster:
         self._exit.close()
 
     def _start(self, node: SimNode) -> None:
-        node.incarnation += 1
         node.store = StateStore(node.dir / "state", self.fed.genesis, map_size=64 << 20)
         node.links = links = SimLinks(self.network, node.node_id)
         self.network.set_alive(node.node_id, True)
@@ -227,8 +225,8 @@ class SimCluster:
 
     def check(self) -> None:
         inv = self.invariants
-        if self._critical.records and self.fail_on_error_logs:
-            raise SimViolation(f"logged {self._critical.records[0]}")
+        if self._error_logs.records and self.fail_on_error_logs:
+            raise SimViolation(f"logged {self._error_logs.records[0]}")
         for node in self.live():
             engine = node.engine
             assert engine is not None and node.store is not None and node.links is not None

@@ -25,7 +25,7 @@ class SimViolation(AssertionError):
     pass
 
 
-class CriticalLogs(logging.Handler):
+class ErrorLogs(logging.Handler):
     """Collects ERROR and CRITICAL records from every logger while a simulation runs: in a node
     they mean a bug (the transport logs an exception pysyncobj raised on a message and goes on)."""
 
