@@ -174,6 +174,8 @@ def _read_public(path: Path) -> _PublicNode:
         doc = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{where}: not a node's public file ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: not a node's public file (nested too deeply)") from None
     if not isinstance(doc, dict) or doc.get("kind") != PUBLIC_KIND:
         raise ConfigError(f"{where}: not a node's public file (kind must be {PUBLIC_KIND!r})")
     if any(k in doc for k in ("seed", "private_key", "key_pem")):

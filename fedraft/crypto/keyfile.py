@@ -56,6 +56,8 @@ def _load(path: Path, kind: str) -> dict[str, str]:
         raise ConfigError(f"{path}: key file not found", hint="check the path or run `fedraft keygen`") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not a fedraft key file ({exc})") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: not a fedraft key file (nested too deeply)") from None
     if not isinstance(doc, dict) or doc.get("kind") != kind:
         raise ConfigError(f"{path}: expected a key file of kind {kind!r}")
     return {str(k): str(v) for k, v in doc.items()}

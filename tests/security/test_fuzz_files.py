@@ -5,6 +5,8 @@
 - `domain.genesis.parse_genesis` / `config.load_genesis` (genesis.json): `Genesis` or `GenesisError` /
   `ConfigError`.
 - `keyfile.load_private_key` / `load_public_key` (key files): the key or `ConfigError`.
+- `federation_public._read_public` (a node's public file, `fedraft init --from-public`): the node or
+  `ConfigError`.
 - `inventory.static.parse_inventory` (a static inventory (TOML or JSON)): `Inventory` or
   `InventoryFileError`.
 - `recovery.verify_recovery` (a recovered genesis (`fedraft recover --verify`)): the checkpoint,
@@ -38,6 +40,7 @@ from fedraft.domain import commands as c
 from fedraft.domain.genesis import GenesisError, parse_genesis
 from fedraft.errors import ConfigError, DecodeError, SignatureError
 from fedraft.federation_files import create_federation
+from fedraft.federation_public import _read_public, make_node_keys
 from fedraft.inventory.base import InventoryFileError
 from fedraft.inventory.static import parse_inventory
 from fedraft.recovery import Checkpoint, NewVoter, recovery_genesis, verify_recovery
@@ -105,6 +108,25 @@ def check_key_files(raw: bytes) -> None:
 
 test_fuzz_key_files, test_fuzz_key_files_nightly = fuzz_pair(hostile_text([PRIVATE_KEY, PUBLIC_KEY]),
                                                              check_key_files)
+
+
+make_node_keys("edge", _ROOT / "edge")
+NODE_PUBLIC = next((_ROOT / "edge").glob("*.public.json")).read_text()
+
+
+def check_public_file(raw: bytes) -> None:
+    _loads_as("edge.public.json", _read_public, raw, ConfigError)
+
+
+test_fuzz_public_file, test_fuzz_public_file_nightly = fuzz_pair(hostile_text([NODE_PUBLIC]), check_public_file)
+
+
+@pytest.mark.parametrize("load", [load_node_config, load_profile, load_genesis, load_private_key, load_public_key,
+                                  _read_public], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("nesting", ["[" * 5000, '{"a":' * 5000, "a = " + "[" * 5000])
+def test_deep_nesting_is_a_config_error(load: Callable[[Path], Any], nesting: str) -> None:
+    # json and tomllib recurse per level: a small file could crash a loader with RecursionError.
+    assert _loads_as("deep", load, nesting.encode(), ConfigError) is None
 
 
 def check_inventory(raw: bytes) -> None:
