@@ -18,7 +18,10 @@ from fedraft.errors import CallerError, ConfigError
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tls = subparsers.add_parser("tls", help="rotate TLS certificates and the federation CA (docs/multi-host.md)",
-                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example:\n  fedraft tls reissue --cert hq/tls.pem --ca-cert ca/ca.pem "
+                                       "--ca-key ca/ca.key --out new.pem\n"
+                                       "  fedraft tls check --config hq/node.toml && kill -HUP <node pid>")
     verbs = tls.add_subparsers(title="actions", metavar="ACTION", required=True)
     p = add_command(verbs, "new-ca", func=new_ca, help="make a new federation CA (ca.pem, ca.key 0600)",
                     example="fedraft tls new-ca --out ca-2026 --federation fed --label 2026")
