@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from fedraft.crypto.signing import Identity, key_id_of
-from fedraft.errors import ConfigError
+from fedraft.errors import ConfigError, SignatureError
 
 PRIVATE_KIND = "fedraft-ed25519-private"
 PUBLIC_KIND = "fedraft-ed25519-public"
@@ -67,8 +67,8 @@ def load_private_key(path: Path) -> Identity:
     doc = _load(path, PRIVATE_KIND)
     try:
         identity = Identity(bytes.fromhex(doc["seed"]))
-    except (KeyError, ValueError) as exc:
-        raise ConfigError(f"{path}: malformed seed") from exc
+    except (KeyError, ValueError, SignatureError) as exc:
+        raise ConfigError(f"{path}: malformed seed ({exc})") from exc
     if doc.get("public_key") and doc["public_key"] != identity.public_key.hex():
         raise ConfigError(f"{path}: public key does not match the seed (file corrupted?)")
     return identity

@@ -129,6 +129,18 @@ def test_deep_nesting_is_a_config_error(load: Callable[[Path], Any], nesting: st
     assert _loads_as("deep", load, nesting.encode(), ConfigError) is None
 
 
+@pytest.mark.parametrize("seed", ["00" * 31, "00" * 33, "", "zz" * 32])
+def test_a_private_key_file_with_a_bad_seed_is_a_config_error(seed: str) -> None:
+    # Found by the nightly fuzz: a 31-byte seed raised SignatureError without naming the file.
+    raw = json.dumps({**json.loads(PRIVATE_KEY), "seed": seed, "public_key": ""}).encode()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "node.key"
+        path.write_bytes(raw)
+        with pytest.raises(ConfigError, match="malformed seed") as info:
+            load_private_key(path)
+        assert str(path) in str(info.value)
+
+
 def check_inventory(raw: bytes) -> None:
     for fmt in ("toml", "json"):
         try:
