@@ -38,7 +38,7 @@ class PeerHello(_message.Message):
     nonce: _builtins.bytes
     """16 random bytes of the speaker"""
     echo_nonce: _builtins.bytes
-    """the other side's nonce (server reply only)"""
+    """the other side's nonce (server reply, dialer confirmation)"""
     sig: _builtins.bytes
     """Ed25519 over the hello with sig empty, context fedraft/v1/peer-hello"""
     def __init__(
