@@ -87,7 +87,8 @@ class SimCluster:
         self.invariants = Invariants()
         self.partitioned_until = 0.0
         self.events: list[str] = []
-        self._acks: list[Op] = []
+        self._acks: list[Op] = []   # acknowledged, not yet found on every node
+        self._ack_count = 0
         self._error_logs = ErrorLogs()
         self._exit = contextlib.ExitStack()
 
@@ -222,6 +223,7 @@ class SimCluster:
             op.result = future.result()
             op.acked_at_step = self.step_no
             self._acks.append(op)
+            self._ack_count += 1
 
     def check(self) -> None:
         inv = self.invariants
@@ -236,7 +238,7 @@ class SimCluster:
                 raise SimViolation(f"{node.node_id} refused a frame: {node.links.closed[0]}")
             if engine.is_leader:
                 inv.leader(node.node_id, engine.term)
-            inv.state(node.node_id, node.store, self._acks)
+            inv.state(node.node_id, node.store, self._acks, (engine.raft_last_applied, self._ack_count))
         everyone = set(self.nodes)
         self._acks = [op for op in self._acks if op.verified_on != everyone]
 
