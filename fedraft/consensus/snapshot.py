@@ -116,6 +116,10 @@ class SnapshotSource(Protocol):
         """Tick thread: replace the live state by `data_file` (fsynced; may be moved or consumed)."""
         ...
 
+    def body_digest(self, data_file: Path) -> bytes:
+        """The D18 digest of the state copy in `data_file`; DecodeError when it is none."""
+        ...
+
 
 class InstallTarget(Protocol):
     """What `SnapshotSerializer.finish_interrupted_install` needs of the state store."""
@@ -608,6 +612,11 @@ class SnapshotSerializer:
             if not is_last:
                 return False
             header = incoming.finish()
+            # The signed header names the state's digest: recompute it from the body, so a state
+            # that is not the one the signer digested is never installed (one scan, per install).
+            if self._source.body_digest(incoming.body_path) != header.state_digest:
+                raise DecodeError(f"snapshot body at index {header.index} from {header.node_id} does not "
+                                  "match the state digest its header signs")
             with self._lock:
                 self._generation += 1  # voids a local snapshot still being written
                 os.rename(incoming.path, self._path)

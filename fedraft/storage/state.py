@@ -24,7 +24,7 @@ from fedraft._proto.fedraft.v1 import entries_pb2 as pb
 from fedraft.crypto.chain import GENESIS_HEAD
 from fedraft.domain.genesis import Genesis
 from fedraft.domain.registry import Record, Revision
-from fedraft.errors import InvariantBroken, OperatorError
+from fedraft.errors import DecodeError, InvariantBroken, OperatorError
 from fedraft.storage import (
     catalog_schema,
     checkpoint_schema,
@@ -385,6 +385,22 @@ class StateStore:
     def body_applied_index(self, data_file: Path) -> int:
         """The applied index of a compact state copy (a snapshot body)."""
         return self._probe(data_file)[0]
+
+    @staticmethod
+    def body_digest(data_file: Path) -> bytes:
+        """SPEC D18 digest of a compact state copy (a received snapshot body), before it is installed."""
+        try:
+            probe = lmdb.open(str(data_file), subdir=False, readonly=True, lock=False, max_dbs=64)
+        except lmdb.Error as exc:
+            raise DecodeError(f"snapshot body is not a state copy: {exc}") from None
+        try:
+            with probe.begin() as txn:
+                dbs = {name: probe.open_db(name, txn=txn, create=False) for name in REPLICATED_DBS}
+                return StateTxn(txn, dbs).digest()
+        except lmdb.Error as exc:
+            raise DecodeError(f"snapshot body is not a state copy: {exc}") from None
+        finally:
+            probe.close()
 
     def install(self, data_file: Path, index: int) -> None:
         """Swap the live state for a received compact copy (already verified by the caller)."""

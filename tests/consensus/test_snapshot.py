@@ -98,6 +98,14 @@ class FakeSource:
         self.env.sync(True)
         self.synced += 1
 
+    def body_digest(self, data_file: Path) -> bytes:
+        env = lmdb.open(str(data_file), subdir=False, readonly=True, lock=False, max_dbs=4)
+        try:
+            with env.begin() as txn:
+                return digest_of(env, txn)
+        finally:
+            env.close()
+
     def install(self, data_file: Path, index: int) -> None:
         body = data_file.read_bytes()
         target = self.directory / f"installed-{index}"
@@ -135,6 +143,8 @@ class RecordingSource:
 
     def install(self, data_file: Path, index: int) -> None:
         self.installed.append((index, data_file.read_bytes()))
+
+    body_digest = FakeSource.body_digest
 
     def __getattr__(self, name: str) -> Any:
         raise AssertionError(f"a receiver does not call {name}")
@@ -379,6 +389,24 @@ def test_a_previous_snapshot_is_kept_when_a_new_one_is_refused(
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "snapshot").write_bytes(blob)
     _refused(tmp_path, blob[:-1] + bytes([blob[-1] ^ 1]))
+
+
+class ForgingSource(FakeSource):
+    """A voter that signs a digest which is not the digest of the state it ships."""
+
+    def snapshot_digest(self, read: FakeRead) -> bytes:
+        return hashlib.sha256(b"another state").digest()
+
+
+def test_a_signed_header_whose_digest_is_not_the_body_s_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    source = ForgingSource(tmp_path / "a")
+    source.apply(10, 300)
+    s = make(tmp_path / "a" / "snapshot", source)
+    serialize(s, 10)
+    assert wait_done(s) == (SERIALIZER_STATE.SUCCESS, 9)
+    blob = (tmp_path / "a" / "snapshot").read_bytes()  # signature, cluster and body hash all valid
+    _refused(tmp_path, blob)
 
 
 def test_wrong_cluster_unknown_or_wrong_signer(tmp_path: Path, leader: tuple[SnapshotSerializer, FakeSource]) -> None:
