@@ -113,7 +113,9 @@ def test_a_pool_going_down_does_what_simulate_said(log: Log) -> None:
 def test_a_drain_does_what_simulate_said(log: Log) -> None:
     fed = log.fed
     predicted = _simulate(log, "drain", "cpu-branch")
-    assert predicted and {row[5] for row in predicted} <= {"drain", "preempted", ""}
+    # A retry is a real outcome too: which workload is pending (and whether a drained GPU frees room
+    # for it) depends on the federation's random keys through the hash tie-break.
+    assert predicted and {row[5] for row in predicted} <= {"drain", "preempted", "retry", ""}
     before = _workloads(log)
     assert log.one(fed.admins["cpu-branch"], pc.PoolControl("cpu-branch", "drain")).code == Code.OK
     for _ in range(7):  # 60 s of drain, everyone beating
