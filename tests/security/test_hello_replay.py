@@ -43,7 +43,7 @@ def running() -> Iterator[list[PeerLinks]]:
         link.stop(0)
 
 
-def capture_hello(fed: Federation, running: list[PeerLinks]) -> bytes:
+def capture_hello(fed: Federation) -> bytes:
     """The first frame the real n2 sends to whoever answers as n1 (a server with a forged certificate)."""
     forged = issue_node_cert(fed.ca, SERVER, ["127.0.0.1"])
     captured: queue.SimpleQueue[bytes] = queue.SimpleQueue()
@@ -84,7 +84,7 @@ def serve_n1(fed: Federation, running: list[PeerLinks]) -> tuple[PeerLinks, Reco
 @pytest.mark.parametrize("second", ["nothing", "the hello again", "its own unsigned echo"])
 def test_a_replayed_hello_is_refused(fed: Federation, running: list[PeerLinks], second: str,
                                      caplog: pytest.LogCaptureFixture) -> None:
-    captured = capture_hello(fed, running)
+    captured = capture_hello(fed)
     server, rec = serve_n1(fed, running)
     rogue = RawPeer(fed.address(SERVER), fed.ca.cert_pem, fed.nodes["n2"].tls)  # n2's stolen TLS key
     rogue.send(captured)
