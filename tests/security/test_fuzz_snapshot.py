@@ -29,8 +29,13 @@ BODY = bytes(range(256)) * 12
 CHUNK = 1024
 
 
+def state_digest(body: bytes) -> bytes:
+    """The receiver's recomputed D18 digest of a body, in this test's fake state format."""
+    return hashlib.sha256(b"state:" + body).digest()
+
+
 def _genuine() -> tuple[bytes, bytes]:
-    header = SnapshotHeader(CLUSTER, 10, 3, hashlib.sha256(b"state").digest(), hashlib.sha256(BODY).digest(),
+    header = SnapshotHeader(CLUSTER, 10, 3, state_digest(BODY), hashlib.sha256(BODY).digest(),
                             len(BODY), "node-a", (b"\x00prev", 9, 3), (b"\x01last", 10, 3))
     signed = SnapshotHeader(**{**header.__dict__, "signature": Signer(LEADER).sign(
         CTX_SNAPSHOT, CLUSTER, header.unsigned_bytes())})
@@ -73,6 +78,9 @@ class _Recording:
 
     def install(self, data_file: Path, index: int) -> None:
         self.installed.append(index)
+
+    def body_digest(self, data_file: Path) -> bytes:
+        return state_digest(data_file.read_bytes())
 
     def __getattr__(self, name: str) -> Any:
         raise AssertionError(f"a receiver does not call {name}")
