@@ -1,8 +1,9 @@
 """Seeded placement workloads whose every decision is hashed: the golden digests in
-placement_golden.json were computed from the scheduler before its candidate index (decision 0017)
-and must never change — a faster scheduler has to decide exactly as the old one did.
+placement_golden.json were computed from the scheduler before the 2026-11-29 speed-up work
+(decision 0005, "Decision-identical speed-ups") and must never change: a faster scheduler has
+to decide exactly as the old one did.
 
-Two runs, both fully deterministic (fixed keys, request ids, clock):
+Three runs, all fully deterministic (fixed keys, request ids, clock):
 
 - `scheduler_run`: the scheduler alone at a few hundred pools (place + book/release, as the apply
   handler does it): GPU and CPU work, MIG, faulted and unhealthy units, cordon/drain/down pools,

@@ -1,4 +1,4 @@
-"""The scheduler decides exactly as it did before its candidate index (decision 0017): seeded workloads
+"""The scheduler decides exactly as it did before the 2026-11-29 speed-up work (decision 0005): seeded workloads
 (placement_golden.py) hashed decision by decision must match the digests recorded from the code
 before that change (placement_golden.json). Placement results, explanations and the state digest
 are part of the replicated state, so any difference here is a determinism break, not a tweak.

@@ -14,7 +14,7 @@ Every part is 0..100 and the total is the weighted sum, so the explanation can s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Set
+from collections.abc import Iterator, Set
 
 from fedraft.domain.placement.model import Weights
 from fedraft.domain.scheduler.feasible import Request
@@ -121,12 +121,26 @@ class Scorer:
         replicas = view.replica_pools(req.spec.model) if req.spec.model and w_locality else frozenset()
         mine = view.submitter_pools(req.submitter) if w_spread else set()
         counts = view.submitter_counts(req.submitter)
-        levels = view.submitter_levels(req.submitter) if w_spread else {}
+        levels = sorted(view.submitter_levels(req.submitter).items()) if w_spread else []
         want = req.spec.cpu_millis
         capacity = view.capacity
-        buckets: list[tuple[int, Shape, bool, set[str]]] = []
+        spec_gpus = req.spec.gpus
+        bases: dict[tuple[str, str], int] = {}
+
+        def bound_of(shape: Shape) -> int:  # Scorer._bound, with the region/tier part looked up once per call
+            region, tier, a, b = shape
+            base = bases.get((region, tier))
+            if base is None:
+                base = bases[(region, tier)] = self._base(region, tier) + w_spread * 100
+            if not gpu_work:
+                return base + w_free * a
+            return base + w_free * (max(0, a - spec_gpus) * 100 // b if b > 0 else 0)
+
+        # (bound, shape, holds a replica, pools, cut): `cut` buckets still have to be narrowed to `ids` (and
+        # split by replica) when they are reached — most are never reached, so most shapes are never cut.
+        buckets: list[tuple[int, Shape, bool, Set[str], bool]] = []
+        members: Set[str]
         shapes = view.shapes(gpu_work)
-        inside_shapes: Iterable[tuple[Shape, set[str]]]
         if len(ids) < len(shapes):   # few pools (a preemption's candidates): group them rather than cut every shape
             grouped: dict[Shape, set[str]] = {}
             for pool_id in ids:
@@ -134,36 +148,42 @@ class Scorer:
                 key = cap.gpu_key if gpu_work else cap.cpu_key
                 assert key is not None
                 grouped.setdefault(key, set()).add(pool_id)
-            inside_shapes = grouped.items()
+            for shape, inside in grouped.items():
+                bound = bound_of(shape)
+                if replicas:
+                    near = inside & replicas
+                    if near:
+                        buckets.append((bound + w_locality * 100, shape, True, near, False))
+                        inside -= near
+                if inside:
+                    buckets.append((bound, shape, False, inside, False))
         else:
-            inside_shapes = ((shape, members & ids) for shape, members in shapes.items())
-        for shape, inside in inside_shapes:  # sorted below: order cannot matter
-            if not inside:
-                continue
-            region, tier, a, b = shape
-            free = (max(0, a - req.spec.gpus) * 100 // b if b > 0 else 0) if gpu_work else a
-            bound = self._base(region, tier) + w_free * free + w_spread * 100
-            if replicas:
-                near = inside & replicas
-                if near:
-                    buckets.append((bound + w_locality * 100, shape, True, near))
-                    inside -= near
-            if inside:
-                buckets.append((bound, shape, False, inside))
+            for shape, of_shape in shapes.items():  # sorted below: order cannot matter
+                bound = bound_of(shape)
+                if replicas:
+                    buckets.append((bound + w_locality * 100, shape, True, of_shape, True))
+                buckets.append((bound, shape, False, of_shape, True))
         buckets.sort(key=lambda b: (-b[0], b[1], b[2]))
         pending: dict[int, list[str]] = {}
         i = 0
         while True:
             while i < len(buckets) and (not pending or buckets[i][0] >= max(pending)):
-                bound, (region, tier, _, _), has_replica, members = buckets[i]
+                bound, (region, tier, _, _), has_replica, found_members, cut = buckets[i]
                 i += 1
+                members = found_members
+                if cut:  # narrowed now: the pools of the shape among `ids`, with or without a replica
+                    members = members & ids
+                    if replicas:
+                        members = members & replicas if has_replica else members - replicas
+                    if not members:
+                        continue
                 if gpu_work:
                     # Free part exact per shape: only spread varies, by how much the submitter runs there.
                     plain = members - mine if mine else members
                     if plain:
                         pending.setdefault(bound, []).extend(plain)
                     if len(plain) < len(members):
-                        for count, at in sorted(levels.items()):
+                        for count, at in levels:
                             hit = members & at
                             if hit:
                                 total = bound - w_spread * 100 + w_spread * (100 // (1 + count))
@@ -172,10 +192,16 @@ class Scorer:
                 fixed = self._base(region, tier) + (w_locality * 100 if has_replica else 0)
                 for pool_id in members:
                     cap = capacity(pool_id)
-                    total = fixed + w_spread * (100 // (1 + counts.get(pool_id, 0)))
-                    if cap.cpu_total > 0 and cap.cpu_free > want:
-                        total += w_free * ((cap.cpu_free - want) * 100 // cap.cpu_total)
-                    pending.setdefault(total, []).append(pool_id)
+                    count = counts.get(pool_id, 0)
+                    total = fixed + (w_spread * 100 if not count else w_spread * (100 // (1 + count)))
+                    free, cpu_total = cap.cpu_free, cap.cpu_total
+                    if cpu_total > 0 and free > want:
+                        total += w_free * ((free - want) * 100 // cpu_total)
+                    found = pending.get(total)
+                    if found is None:
+                        pending[total] = [pool_id]
+                    else:
+                        found.append(pool_id)
             if not pending:
                 return
             top = max(pending)
