@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import random
 import signal
 import socket
 import subprocess
@@ -70,8 +71,13 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _free_base_port(start: int = 17400) -> int:
-    for base in range(start, 60000, 100):
+def _free_base_port(first: int = 17400, last: int = 32700) -> int:
+    """A free block of ports below Linux's ephemeral range, starting the search at a random block so
+    that two demos started at once (or one restarting a node another's search just found free) rarely
+    pick the same ports."""
+    slots = list(range(first, last, 100))
+    start = random.randrange(len(slots))
+    for base in slots[start:] + slots[:start]:
         if all(_port_free(base + 10 * i + j) for i in range(3) for j in range(3)):
             return base
     raise OSError("no free ports found for the demo")
