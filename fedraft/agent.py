@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 10.0
 RETRY_S = 1.0
+STOP_WAIT_S = 2.0  # how long stop() waits for a beat in flight
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,11 @@ class PoolAgent:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop beating. A report still in flight is not waited for long: closing the client cancels it
+        (its outcome is unknown, the next agent start reports again)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=STOP_WAIT_S)
 
     def run(self) -> None:
         while not self._stop.is_set():
