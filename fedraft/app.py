@@ -172,8 +172,11 @@ class FedraftNode:
                 active=active,
                 load_floor=lambda: int.from_bytes(floor, "big") if floor else None,
                 store_floor=lambda t: journal.set_meta(REJOIN_FLOOR_META, t.to_bytes(8, "big")))
+            # Decision 0017: a leader's appends leave before its own journal fsync, unless a term or
+            # vote change is pending.
             return GrpcTransport(sync_obj, self_node, other_nodes, links=links, rejoin=guard,
-                                 before_release=before_release, raft_min_timeout=raft_min_timeout)
+                                 before_release=before_release, raft_min_timeout=raft_min_timeout,
+                                 appends_first=lambda: not journal.meta_pending())
 
         raft = cfg.raft
         tuning = EngineTuning(

@@ -4,7 +4,8 @@ This is the one place that wires pysyncobj. It
 - closes pysyncobj's command pickle path with a strict shim (commands are our protobuf bytes),
 - injects our LMDB journal and our snapshot serializer into pysyncobj at construction,
 - batches checked envelopes into leader-signed entries (many envelopes share one entry, one
-  append and one fsync),
+  append and one fsync); the tick thread itself takes the queued envelopes at the point where
+  pysyncobj takes new commands, so a write crosses no extra thread between the API and Raft,
 - applies committed entries through the Applier on the tick thread, commits the state once per
   tick, then resolves the callers waiting on those requests,
 - serves linearizable reads with barriers: one barrier serves every read queued before it.
@@ -12,8 +13,10 @@ This is the one place that wires pysyncobj. It
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
+import queue
 import threading
 import time
 from collections import defaultdict
@@ -117,6 +120,12 @@ class _SyncObj(ConflictOnlyTruncation, SyncObj):  # type: ignore[misc]
         self._engine = engine
         super().__init__(*args, **kwargs)
 
+    def _checkCommandsToApply(self) -> None:
+        # pysyncobj takes new commands here, once per tick, after apply (whose commit callbacks free
+        # in-flight slots) and before the tick's sends: queued envelopes become an entry right away.
+        self._engine._submit_from_tick()
+        super()._checkCommandsToApply()
+
     @replicated  # type: ignore[untyped-decorator]
     def _apply_fedraft(self, data: bytes) -> None:
         self._engine._on_apply(self.raftLastApplied + 1, data)
@@ -155,11 +164,13 @@ class RaftEngine:
         self._waiters: dict[tuple[bytes, bytes], list[Future[pb.Result]]] = defaultdict(list)
         self._waiters_lock = threading.Lock()
         self._applied_batch: list[AppliedEntry] = []
-        self._queue: list[_Proposal] = []
-        self._queue_cond = threading.Condition()
+        self._queue: collections.deque[_Proposal] = collections.deque()
+        self._queue_lock = threading.Lock()
         self._stopping = False
         self._stop_event = threading.Event()
-        self._in_flight = 0  # entries submitted to pysyncobj whose commit callback has not come yet
+        # Entries submitted to pysyncobj whose commit callback has not come yet; tick thread only.
+        self._in_flight = 0
+        self._in_flight_since = 0.0  # monotonic time of the last submit
         self._barrier_lock = threading.Lock()
         self._barrier_next: _BarrierGroup | None = None
         self._barrier_in_flight = False
@@ -226,7 +237,6 @@ class RaftEngine:
         self._threads: list[threading.Thread] = []
         if auto_tick:
             self._threads = [
-                threading.Thread(target=self._batch_loop, name=f"fedraft-batcher-{node_id}", daemon=True),
                 threading.Thread(target=self._deadline_loop, name=f"fedraft-ticker-{node_id}", daemon=True)]
             for thread in self._threads:
                 thread.start()
@@ -284,9 +294,13 @@ class RaftEngine:
             trace.queued()
         with self._waiters_lock:
             self._waiters[key].append(future)
-        with self._queue_cond:
+        with self._queue_lock:
+            was_empty = not self._queue
             self._queue.append(_Proposal(signed, key, future, trace))
-            self._queue_cond.notify()
+        # Wake the tick thread only when it can act: a non-empty queue is taken by a wake-up already
+        # under way, and a full pipeline takes the queue in the tick whose apply frees a slot.
+        if was_empty and self.auto_tick and self._in_flight < MAX_IN_FLIGHT and self.transport is not None:
+            self.transport.wake()
         return future
 
     def read_barrier(self) -> Future[int]:
@@ -354,24 +368,23 @@ class RaftEngine:
         with self._barrier_lock:
             self._send_barrier_locked()
 
-    def _batch_loop(self) -> None:
-        while True:
-            with self._queue_cond:
-                while not self._queue and not self._stopping:
-                    self._queue_cond.wait()
-                # While MAX_IN_FLIGHT entries await commit, let envelopes gather: under load one entry
-                # (one append, one fsync per node, one apply) then carries many writes. Bounded, in case
-                # pysyncobj drops a callback on a leader change.
-                give_up = time.monotonic() + IN_FLIGHT_WAIT_S
-                while self._in_flight >= MAX_IN_FLIGHT and not self._stopping:
-                    left = give_up - time.monotonic()
-                    if left <= 0:
-                        self._in_flight = 0
-                        break
-                    self._queue_cond.wait(left)
-                if self._stopping:
-                    return
+    def _submit_from_tick(self) -> None:
+        """Tick thread (automatic ticking): submit what is queued, up to MAX_IN_FLIGHT entries.
+
+        While MAX_IN_FLIGHT entries await commit, envelopes gather: under load one entry (one append,
+        one fsync per node, one apply) then carries many writes. Bounded in time, in case pysyncobj
+        drops a commit callback on a leader change."""
+        if not self.auto_tick or self._stopping or not self._queue:
+            return
+        if self._in_flight >= MAX_IN_FLIGHT:
+            if time.monotonic() - self._in_flight_since < IN_FLIGHT_WAIT_S:
+                return
+            self._in_flight = 0
+        while self._in_flight < MAX_IN_FLIGHT:
+            with self._queue_lock:
                 batch = self._take_batch_locked()
+            if not batch:
+                return
             self._submit_or_fail(batch)
 
     def _take_batch_locked(self) -> list[_Proposal]:
@@ -381,7 +394,7 @@ class RaftEngine:
             item_size = self._queue[0].signed.ByteSize() + 8
             if batch and size + item_size > MAX_ENTRY_BYTES - 1024:
                 break
-            batch.append(self._queue.pop(0))
+            batch.append(self._queue.popleft())
             size += item_size
         return batch
 
@@ -399,7 +412,7 @@ class RaftEngine:
 
     def submit_queued(self) -> None:
         """Submit what is queued as one entry, as the batcher thread does when ticking is automatic."""
-        with self._queue_cond:
+        with self._queue_lock:
             batch = self._take_batch_locked()
         if batch:
             self._submit_or_fail(batch)
@@ -418,17 +431,24 @@ class RaftEngine:
         signed = pb.Signed(body=body, sig=self.signer.sign(CTX_ENTRY, self.cluster_id, body),
                            key_id=self.signer.key_id)
         data = REGULAR + signed.SerializeToString(deterministic=True)
-        with self._queue_cond:
-            self._in_flight += 1
+        self._in_flight += 1
+        self._in_flight_since = time.monotonic()
         for p in batch:
             if p.trace is not None:
                 p.trace.submitted(len(batch))
-        self._sync._applyCommand(data, functools.partial(self._on_commit_callback, batch))
+        callback = functools.partial(self._on_commit_callback, batch)
+        if self.auto_tick:
+            # On the tick thread, right before pysyncobj takes its commands queue: _applyCommand would
+            # also write its wake-up pipe and cost an extra empty tick.
+            try:
+                self._sync._SyncObj__commandsQueue.put_nowait((data, callback))
+            except queue.Full:
+                callback(None, FAIL_REASON.QUEUE_FULL)
+        else:
+            self._sync._applyCommand(data, callback)
 
     def _on_commit_callback(self, batch: list[_Proposal], _res: Any, err: int) -> None:
-        with self._queue_cond:
-            self._in_flight = max(0, self._in_flight - 1)
-            self._queue_cond.notify_all()
+        self._in_flight = max(0, self._in_flight - 1)  # tick thread: the next _submit_from_tick refills
         if err != FAIL_REASON.SUCCESS:
             reason = {FAIL_REASON.NOT_LEADER: "not leader", FAIL_REASON.MISSING_LEADER: "no leader",
                       FAIL_REASON.DISCARDED: "entry discarded by a new leader",
@@ -510,9 +530,7 @@ class RaftEngine:
         return voter.public_key if voter is not None else None
 
     def stop(self) -> None:
-        with self._queue_cond:
-            self._stopping = True
-            self._queue_cond.notify_all()
+        self._stopping = True
         self._stop_event.set()
         if self.auto_tick:
             self._sync.destroy_synchronous()  # the tick thread destroys the transport on its way out

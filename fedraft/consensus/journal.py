@@ -178,6 +178,11 @@ class LmdbJournal:
     def getVotedForNodeId(self) -> str | None:
         return self._voted_for
 
+    def meta_pending(self) -> bool:
+        """Whether a term, vote or owner value waits for the next flush (GrpcTransport's appends_first
+        asks: while one does, nothing leaves before the flush)."""
+        return bool(self._pending_meta)
+
     def onOneSecondTimer(self) -> None:
         if self._commit_dirty:
             self._flush(force=True)

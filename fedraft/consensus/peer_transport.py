@@ -6,8 +6,12 @@ message, and wakes the tick thread through a self-pipe in pysyncobj's poller; a 
 the queue too, as a backup.
 
 Outgoing messages wait in an outbox until the owner's `before_release` (the journal fsync) has run:
-every vote, acknowledgement and append that leaves the node is preceded by the fsync of what it
-vouches for, and many messages share one fsync.
+every vote and acknowledgement that leaves the node is preceded by the fsync of what it vouches for,
+and many messages share one fsync. With `appends_first` (decision 0017), a leader's append_entries
+leave just before that fsync instead of after it, so the leader's fsync overlaps the round trip to
+its followers (Raft thesis §10.2.1). The leader still counts an entry for its own commit only after
+its fsync: replies are handled on this thread, after `before_release` has returned. If that fsync
+fails after appends left, the node fences itself: it handles and sends nothing more until restarted.
 
 Two inbound filters sit here because only the transport sees messages before Raft does:
 - pre-vote emulation: a request_vote is dropped while the leader we follow was heard within
@@ -41,6 +45,8 @@ __all__ = ["GrpcTransport", "RejoinGuard"]
 log = logging.getLogger(__name__)
 
 _MESSAGE, _CONNECTED, _DISCONNECTED = 0, 1, 2
+# What an outbox frame is: anything else, an append_entries, an append_entries with no entries (a heartbeat).
+_OTHER, _APPEND, _HEARTBEAT = 0, 1, 2
 # Bound the work of one drain so a burst of inbound frames cannot starve the rest of the tick; the
 # remainder is picked up by the next wake-up.
 _MAX_DRAIN = 4096
@@ -82,7 +88,9 @@ class GrpcTransport(Transport):  # type: ignore[misc]
 
     def __init__(self, syncObj: Any, selfNode: Node | None, otherNodes: Any, *, links: PeerLinks,
                  before_release: Callable[[], None], raft_min_timeout: float,
-                 rejoin: RejoinGuard | None = None) -> None:
+                 rejoin: RejoinGuard | None = None, appends_first: Callable[[], bool] | None = None) -> None:
+        """`appends_first()` is asked at each release: True lets append_entries leave before
+        `before_release` (the owner says no while a term or vote change waits for the fsync)."""
         super().__init__(syncObj, selfNode, otherNodes)
         if selfNode is None:
             raise InvariantBroken("fedraft has no read-only nodes: every voter has a node id")
@@ -91,13 +99,15 @@ class GrpcTransport(Transport):  # type: ignore[misc]
         self._nodes: dict[str, Node] = {str(n.id): n for n in otherNodes}
         self._links = links
         self._before_release = before_release
+        self._appends_first = appends_first
+        self._fenced = False
         self._raft_min_timeout = raft_min_timeout
         self._rejoin = rejoin or RejoinGuard(active=False, load_floor=lambda: None, store_floor=lambda _t: None)
         self._ready = False
         self._destroyed = False
 
         self._inbox: collections.deque[tuple[int, str, Message | None]] = collections.deque()
-        self._outbox: list[tuple[str, PeerFrame]] = []
+        self._outbox: list[tuple[str, PeerFrame, int]] = []  # (peer, frame, _OTHER/_APPEND/_HEARTBEAT)
         self._outbox_lock = threading.Lock()
         self._last_append: dict[str, float] = {}  # node id -> monotonic time of its last append_entries
 
@@ -139,6 +149,11 @@ class GrpcTransport(Transport):  # type: ignore[misc]
     def ready(self) -> bool:
         return self._ready
 
+    @property
+    def fenced(self) -> bool:
+        """True after a journal fsync failed once appends had left: the node is cut off until restarted."""
+        return self._fenced
+
     def waitReady(self) -> None:
         self.tryGetReady()
 
@@ -156,8 +171,12 @@ class GrpcTransport(Transport):  # type: ignore[misc]
         if frame is None:
             return True  # apply_command and friends: fedraft never forwards them (SPEC §2)
         peer_id = str(node.id)
+        kind = _OTHER
+        if message["type"] == "append_entries":
+            plain = "serialized" not in message and "transmission" not in message
+            kind = _HEARTBEAT if plain and not message.get("entries") else _APPEND
         with self._outbox_lock:
-            self._outbox.append((peer_id, frame))
+            self._outbox.append((peer_id, frame, kind))
         return self._links.connected(peer_id)
 
     def destroy(self) -> None:
@@ -204,6 +223,10 @@ class GrpcTransport(Transport):  # type: ignore[misc]
         self._inbox.append((_DISCONNECTED, peer_id, None))
         self._wake()
 
+    def wake(self) -> None:
+        """Make the tick thread run a tick soon (any thread; the engine's proposals use it)."""
+        self._wake()
+
     def _wake(self) -> None:
         if self._wake_pending:
             return
@@ -238,7 +261,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]
             except IndexError:
                 return
             node = self._nodes.get(peer_id)
-            if node is None:
+            if node is None or (self._fenced and kind == _MESSAGE):
                 continue
             try:
                 if kind == _MESSAGE:
@@ -282,9 +305,50 @@ class GrpcTransport(Transport):  # type: ignore[misc]
             if not self._outbox:
                 return
             batch, self._outbox = self._outbox, []
-        # The durability contract: what these messages vouch for is on disk before any leaves.
-        # If the flush raises, the batch is dropped with it (Raft resends) and the error surfaces.
-        self._before_release()
+        if self._fenced:
+            return
+        batch = _without_superseded_heartbeats(batch)
         send = self._links.send
-        for peer_id, frame in batch:
+        if self._appends_first is None or not self._appends_first():
+            # The durability contract: what these messages vouch for is on disk before any leaves.
+            # If the flush raises, the batch is dropped with it (Raft resends) and the error surfaces.
+            self._before_release()
+            for peer_id, frame, _kind in batch:
+                send(peer_id, frame)
+            return
+        # A leader's entries may reach the followers before its own fsync ends; votes, acknowledgements
+        # and everything else still wait for it.
+        late = []
+        for peer_id, frame, kind in batch:
+            if kind != _OTHER:
+                send(peer_id, frame)
+            else:
+                late.append((peer_id, frame))
+        try:
+            self._before_release()
+        except Exception:
+            # Followers may acknowledge entries this node could not make durable; counting itself
+            # for them could commit an entry held by one disk. Stop all Raft traffic (like a crash).
+            self._fenced = True
+            log.critical("journal fsync failed after append_entries left: this node stops handling and "
+                         "sending Raft messages until it is restarted")
+            raise
+        for peer_id, frame in late:
             send(peer_id, frame)
+
+
+def _without_superseded_heartbeats(batch: list[tuple[str, PeerFrame, int]]) -> list[tuple[str, PeerFrame, int]]:
+    """Drop a heartbeat that a later append_entries to the same peer in the same release supersedes.
+
+    pysyncobj sends an empty append_entries right after apply (to spread the commit index) and
+    another, with the new entry, when the same tick proposes: the later one carries the same term,
+    an equal or newer commit index and the same or a later consistency check, so the follower loses
+    nothing, and is spared a message and an acknowledgement. (Dropping any Raft message is safe;
+    this one costs no liveness.)"""
+    if len(batch) < 2:
+        return batch
+    last_append: dict[str, int] = {}
+    for i, (peer_id, _frame, kind) in enumerate(batch):
+        if kind != _OTHER:
+            last_append[peer_id] = i
+    return [item for i, item in enumerate(batch) if item[2] != _HEARTBEAT or last_append[item[0]] == i]

@@ -89,19 +89,33 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 
 class Harness:
-    def __init__(self, rejoin: RejoinGuard | None = None) -> None:
+    def __init__(self, rejoin: RejoinGuard | None = None, appends_first: Any = None) -> None:
         self.journal: list[str] = []
         self.links = FakeLinks(self.journal)
+        self.flush_error: Exception | None = None
         conf = SyncObjConf(autoTick=False, raftMinTimeout=100, raftMaxTimeout=200, connectionTimeout=200,
                            appendEntriesPeriod=0.05)
         self.sync = SyncObj(Node("n1"), [Node("n2"), Node("n3")], conf=conf, transportClass=functools.partial(
-            GrpcTransport, links=self.links, before_release=lambda: self.journal.append("flush"),
-            raft_min_timeout=MIN_TIMEOUT, rejoin=rejoin))
+            GrpcTransport, links=self.links, before_release=self.flush, raft_min_timeout=MIN_TIMEOUT,
+            rejoin=rejoin, appends_first=appends_first))
         self.links.connect("n2", "n3")
         self.tick()
 
+    def flush(self) -> None:
+        if self.flush_error is not None:
+            raise self.flush_error
+        self.journal.append("flush")
+
     def tick(self) -> None:
         self.sync.doTick(0.0)
+
+    def elect_self(self) -> None:
+        """n1 calls an election and wins it with n2's vote."""
+        self.sync._SyncObj__raftElectionDeadline = 0
+        self.tick()
+        self.links.deliver("n2", {"type": "response_vote", "term": self.sync.raftCurrentTerm})
+        self.tick()
+        assert self.sync._isLeader()
 
     def heartbeat(self, term: int, leader: str = "n2") -> None:
         self.links.deliver(leader, {"type": "append_entries", "term": term, "commit_index": 1, "entries": [],
@@ -323,3 +337,86 @@ def test_a_peer_connected_before_the_adapter_is_announced_to_pysyncobj() -> None
     assert announced == ["b"]
     transport._links.stop = lambda *_a: None  # type: ignore[attr-defined]
     transport.destroy()
+
+
+def test_leader_appends_leave_before_the_flush_votes_after() -> None:
+    """Decision 0017: with appends_first, a leader's append_entries overlap its fsync; a vote request
+    (its term pending) and every acknowledgement still wait for the flush."""
+    term_pending = [True]
+    h = Harness(appends_first=lambda: not term_pending[0])
+    try:
+        h.sync._SyncObj__raftElectionDeadline = 0
+        h.tick()
+        assert h.journal[-3] == "flush"
+        assert set(h.journal[-2:]) == {"send request_vote to n2", "send request_vote to n3"}
+        term_pending[0] = False
+        h.links.deliver("n2", {"type": "response_vote", "term": h.sync.raftCurrentTerm})
+        h.tick()
+        assert h.sync._isLeader()
+        assert set(h.journal[-3:-1]) == {"send append_entries to n2", "send append_entries to n3"}
+        assert h.journal[-1] == "flush"
+        transport = h.sync._SyncObj__transport
+        transport.send(Node("n3"), {"type": "timeout_now", "term": h.sync.raftCurrentTerm})
+        h.links.deliver("n2", {"type": "append_entries", "term": h.sync.raftCurrentTerm + 5, "commit_index": 1,
+                               "entries": [], "prevLogIdx": 1, "prevLogTerm": 0})
+        h.tick()  # n1 steps down: its acknowledgement of the new leader and the timeout_now follow the flush
+        assert h.journal[-3:] == ["flush", "send timeout_now to n3", "send next_node_idx to n2"]
+    finally:
+        h.sync.destroy()
+
+
+def test_without_appends_first_every_message_waits_for_the_flush() -> None:
+    h = Harness()
+    try:
+        h.elect_self()
+        assert h.journal[-3] == "flush"
+        assert set(h.journal[-2:]) == {"send append_entries to n2", "send append_entries to n3"}
+    finally:
+        h.sync.destroy()
+
+
+def test_a_failed_fsync_after_appends_left_fences_the_node() -> None:
+    """Followers may acknowledge what the leader could not make durable: the leader must never count
+    itself for it, so it stops handling and sending Raft messages."""
+    h = Harness(appends_first=lambda: True)
+    try:
+        h.elect_self()
+        transport = h.sync._SyncObj__transport
+        assert not transport.fenced
+        h.flush_error = OSError("disk gone")
+        h.sync._SyncObj__newAppendEntriesTime = 0
+        with pytest.raises(OSError):
+            h.tick()
+        assert transport.fenced
+        sent = len(h.links.sent)
+        h.flush_error = None
+        match_before = dict(h.sync._SyncObj__raftMatchIndex)
+        h.links.deliver("n2", {"type": "next_node_idx", "next_node_idx": 10, "reset": False, "success": True})
+        h.sync._SyncObj__newAppendEntriesTime = 0
+        h.tick()
+        assert h.sync._SyncObj__raftMatchIndex == match_before  # the reply was not handled
+        assert len(h.links.sent) == sent  # and nothing left
+    finally:
+        h.sync.destroy()
+
+
+def test_a_heartbeat_superseded_in_the_same_release_is_not_sent() -> None:
+    """pysyncobj's empty append after apply and its append of the new entry in the same tick: only the
+    latter reaches the peer; a heartbeat with no later append to its peer still leaves."""
+    h = Harness(appends_first=lambda: True)
+    try:
+        h.elect_self()
+        transport = h.sync._SyncObj__transport
+        term = h.sync.raftCurrentTerm
+        beat = {"type": "append_entries", "term": term, "commit_index": 1, "entries": [], "prevLogIdx": 1,
+                "prevLogTerm": 0}
+        entry = {**beat, "commit_index": 2, "entries": [(b"\x00x", 2, term)]}
+        before = len(h.links.sent)
+        transport.send(Node("n2"), beat)
+        transport.send(Node("n3"), beat)
+        transport.send(Node("n2"), entry)
+        transport._release()
+        sent = h.links.sent[before:]
+        assert [(p, m["commit_index"], len(m["entries"])) for p, m in sent] == [("n3", 1, 0), ("n2", 2, 1)]
+    finally:
+        h.sync.destroy()
