@@ -30,7 +30,7 @@ from pysyncobj.version import VERSION as _PYSYNCOBJ_VERSION
 
 from fedraft.errors import InvariantBroken
 
-__all__ = ["ConflictOnlyTruncation", "TrimmedAppend", "trim_append_entries"]
+__all__ = ["ConflictOnlyTruncation", "TrimmedAppend", "backup_hint", "trim_append_entries"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,36 @@ def trim_append_entries(log_entries: Any, current_term: int, commit_index: int,
     return TrimmedAppend(trimmed, conflict)
 
 
+def backup_hint(log_entries: Any, commit_index: int, prev_idx: int) -> int:
+    """Where the leader should try next after this log's entry at `prev_idx` did not match its term.
+
+    Stock pysyncobj answers `prev_idx`, so the leader steps back one entry per round trip and resends
+    the whole tail each time (the simulation's seed 101218 did not converge after a long split). The
+    answer here is the first index of this log's run of that entry's term (Raft §5.3's optimisation),
+    never below commit_index + 1: entries up to the commit index are committed, so they match any
+    leader's. A lower next index only makes the leader send more; it is never unsafe.
+    """
+    if not len(log_entries):
+        return prev_idx
+    first: int = log_entries[0][1]
+    last: int = log_entries[-1][1]
+    if not first <= prev_idx <= last:
+        return prev_idx
+    term = log_entries[prev_idx - first][2]
+    lo: int
+    hi: int
+    lo, hi = max(commit_index + 1, first), prev_idx  # terms never decrease along a log
+    if lo > hi:
+        return prev_idx
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if log_entries[mid - first][2] == term:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 class ConflictOnlyTruncation:
     """Mix in before pysyncobj's SyncObj: `class X(ConflictOnlyTruncation, SyncObj)`."""
 
@@ -124,6 +154,16 @@ class ConflictOnlyTruncation:
         finally:
             self._fedraft_conflict = False
             _handling.keep_suffix = False
+
+    def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False, nextNodeIdx: int | None = None,
+                                  success: bool = False) -> None:
+        # The stock handler calls this with reset, no success and nextNodeIdx = prevLogIdx exactly when
+        # the entry at prevLogIdx has another term: answer the start of that term's run instead.
+        if reset and not success and nextNodeIdx is not None:
+            raft: Any = self
+            nextNodeIdx = backup_hint(raft._SyncObj__raftLog, int(raft._SyncObj__raftCommitIndex), nextNodeIdx)
+        super()._SyncObj__sendNextNodeIdx(node, reset=reset, nextNodeIdx=nextNodeIdx,  # type: ignore[misc]
+                                          success=success)
 
     def _SyncObj__deleteEntriesFrom(self, fromIDx: int) -> None:
         # pysyncobj calls this only from its append_entries handler, with prevLogIdx + 1, whenever the

@@ -151,3 +151,38 @@ def test_stock_pysyncobj_logs_critical_when_it_truncates_applied_entries(caplog:
     with caplog.at_level(logging.WARNING):
         _deliver(raft, term=1, commit_index=2, prevLogIdx=1, prevLogTerm=0, entries=_entries((2, 1)))
     assert "truncating already-applied log entries from index 2" in caplog.text
+
+
+def _diverged_follower() -> tuple[SyncObj, _Wire]:
+    """Log terms 0,1,1,1,2,2,2,2 at indexes 1..8, commit index 2."""
+    raft, wire = _follower(_Patched)
+    _deliver(raft, term=1, commit_index=2, prevLogIdx=1, prevLogTerm=0, entries=_entries((2, 1), (3, 1), (4, 1)))
+    _deliver(raft, term=2, commit_index=2, prevLogIdx=4, prevLogTerm=1,
+             entries=_entries((5, 2), (6, 2), (7, 2), (8, 2)))
+    assert _log(raft)[-1] == (8, 2) and raft.raftCommitIndex == 2
+    return raft, wire
+
+
+def test_a_mismatch_sends_the_leader_back_to_the_start_of_the_conflicting_term() -> None:
+    raft, wire = _diverged_follower()
+    # A leader of term 3 whose entry 8 is of term 3: the whole run of term 2 (5..8) is skipped at once.
+    _deliver(raft, term=3, commit_index=2, prevLogIdx=8, prevLogTerm=3, entries=[])
+    assert wire.sent[-1] == {"type": "next_node_idx", "next_node_idx": 5, "reset": True, "success": False}
+    # ... and the leader's next message, from 4 (term 1, matching), replaces the tail in one round trip.
+    _deliver(raft, term=3, commit_index=6, prevLogIdx=4, prevLogTerm=1,
+             entries=_entries((5, 3), (6, 3), (7, 3), (8, 3)))
+    assert _log(raft)[4:] == [(5, 3), (6, 3), (7, 3), (8, 3)] and raft.raftCommitIndex == 6
+    assert wire.sent[-1]["success"] is True and wire.sent[-1]["next_node_idx"] == 9
+
+
+def test_the_hint_never_goes_below_the_commit_index() -> None:
+    raft, wire = _diverged_follower()
+    _deliver(raft, term=3, commit_index=2, prevLogIdx=4, prevLogTerm=3, entries=[])  # entry 4 is of term 1
+    assert wire.sent[-1]["next_node_idx"] == 3  # the run of term 1 starts at 2, but 2 is committed
+
+
+def test_stock_pysyncobj_steps_back_one_entry_per_round_trip() -> None:
+    raft, wire = _follower(SyncObj)
+    _deliver(raft, term=1, commit_index=2, prevLogIdx=1, prevLogTerm=0, entries=_entries((2, 1), (3, 1), (4, 1)))
+    _deliver(raft, term=3, commit_index=2, prevLogIdx=4, prevLogTerm=3, entries=[])
+    assert wire.sent[-1]["next_node_idx"] == 4

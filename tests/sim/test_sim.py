@@ -53,3 +53,10 @@ def test_a_seed_replays_exactly_in_another_process(sim_root: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=300, check=True)
     assert out.stdout.strip().splitlines()[-1] == here
+
+
+def test_a_follower_diverged_over_a_long_split_converges(sim_root: Path) -> None:
+    """Seed 101218 (found by the nightly run): after a long split a follower holds a long tail of an old
+    term. Stepping back one entry per round trip (stock pysyncobj) resent the tail each time and did
+    not converge within 30 s of healing; the backup hint (raft_patches.backup_hint) skips the term."""
+    _run_seed(101218, sim_root)
