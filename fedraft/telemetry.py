@@ -162,8 +162,8 @@ def client_span(method: str) -> contextlib.AbstractContextManager[Any]:
 
 # ----- one Propose on the leader -----
 class ProposeTrace:
-    """Stage marks of one Propose request. The engine calls `submitted` (batcher thread) and
-    `committed` (tick thread); the API calls `finish` once the results are in (or the call failed).
+    """Stage marks of one Propose request. The engine calls `submitted` and `committed` (both on the
+    tick thread); the API calls `finish` once the results are in (or the call failed).
     A request with several envelopes keeps the latest mark of each stage."""
 
     def __init__(self, tracer: Any, parent: Any, node_id: str, envelopes: int) -> None:

@@ -335,7 +335,7 @@ class RaftEngine:
         last_tick_ms = 0
         in_flight: Future[pb.Result] | None = None
         cached_at, due = -1, None
-        # Its own event, not the queue's condition: a notify() meant for the batcher must never wake this.
+        # Its own event: a stop must end the wait at once.
         while not self._stop_event.wait(self.tuning.deadline_check_s):
             if not self.is_leader or self.halted or (in_flight is not None and not in_flight.done()):
                 continue
@@ -401,7 +401,7 @@ class RaftEngine:
     def _submit_or_fail(self, batch: list[_Proposal]) -> None:
         try:
             self._submit_entry(batch)
-        except Exception as exc:  # never lose the batcher thread
+        except Exception as exc:  # never break the tick
             log.exception("could not submit an entry")
             self._fail(batch, NotCommitted(f"could not submit: {exc}"))
 
@@ -411,7 +411,7 @@ class RaftEngine:
         self._sync.doTick(0.0)
 
     def submit_queued(self) -> None:
-        """Submit what is queued as one entry, as the batcher thread does when ticking is automatic."""
+        """Submit what is queued as one entry, as the tick thread does when ticking is automatic."""
         with self._queue_lock:
             batch = self._take_batch_locked()
         if batch:
