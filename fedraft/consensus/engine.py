@@ -271,7 +271,13 @@ class RaftEngine:
         return dict(self._sync.getStatus())
 
     def in_lockdown(self) -> bool:
-        """SPEC D11: fewer than a majority of voters (self included) heard within raftMaxTimeout."""
+        """SPEC D11: fewer than a majority of voters (self included) heard within raftMaxTimeout.
+
+        A node whose transport fenced itself after a failed journal fsync (decision 0017) neither
+        handles nor sends Raft messages until restarted: it counts as cut off, whatever still arrives.
+        """
+        if getattr(self.transport, "fenced", False):
+            return True
         voters = len(self.peer_ids) + 1
         if voters == 1:
             return False

@@ -341,10 +341,11 @@ def _without_superseded_heartbeats(batch: list[tuple[str, PeerFrame, int]]) -> l
     """Drop a heartbeat that a later append_entries to the same peer in the same release supersedes.
 
     pysyncobj sends an empty append_entries right after apply (to spread the commit index) and
-    another, with the new entry, when the same tick proposes: the later one carries the same term,
-    an equal or newer commit index and the same or a later consistency check, so the follower loses
-    nothing, and is spared a message and an acknowledgement. (Dropping any Raft message is safe;
-    this one costs no liveness.)"""
+    another, with the new entry, when the same tick proposes: the later one carries the same term and
+    an equal or newer commit index, so the follower loses nothing and is spared a message and an
+    acknowledgement. (Its consistency check is usually the same or later; after a reset handled in
+    between it is earlier, which only makes the follower resend more. Dropping any Raft message is
+    safe; this one costs no liveness.)"""
     if len(batch) < 2:
         return batch
     last_append: dict[str, int] = {}

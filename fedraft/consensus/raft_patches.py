@@ -69,12 +69,21 @@ def trim_append_entries(log_entries: Any, current_term: int, commit_index: int,
 
     `log_entries` is pysyncobj's journal (a sequence of (command, index, term), contiguous indexes).
     Messages the stock handler already gets right (from an older term, which it ignores; prevLogIdx
-    missing or not matching; large-entry transmissions; snapshots) come back unchanged.
+    not matching) come back unchanged; snapshots and large-entry transmissions come back with the commit
+    index capped at what they vouch for.
     """
     prev_idx = message.get("prevLogIdx")
     entries: list[Entry] = list(message.get("entries") or ())
-    if (prev_idx is None or "transmission" in message or not len(log_entries)
-            or int(message["term"]) < current_term):
+    if prev_idx is None:
+        # A snapshot chunk (or `serialized: None`): the stock handler then sets the commit index to
+        # min(leader's, own last index) with no consistency check, on the first chunk, long before the
+        # install — a stale suffix of an old term would be applied and its waiters answered OK. It
+        # vouches for no entry of this log: hold the commit index; the append after the install
+        # (prevLogIdx = the snapshot's index) moves it on.
+        return TrimmedAppend(_with_commit(message, min(int(message["commit_index"]), commit_index)), False)
+    if "transmission" in message:  # a large entry in pieces: it vouches for prevLogIdx + 1 at most
+        return TrimmedAppend(_with_commit(message, min(int(message["commit_index"]), int(prev_idx) + 1)), False)
+    if not len(log_entries) or int(message["term"]) < current_term:
         return TrimmedAppend(message, conflict=False)
     first = log_entries[0][1]
     last = log_entries[-1][1]
@@ -101,6 +110,12 @@ def trim_append_entries(log_entries: Any, current_term: int, commit_index: int,
     trimmed["entries"] = rest
     trimmed["commit_index"] = min(int(message["commit_index"]), last_new)
     return TrimmedAppend(trimmed, conflict)
+
+
+def _with_commit(message: dict[str, Any], commit_index: int) -> dict[str, Any]:
+    capped = dict(message)
+    capped["commit_index"] = commit_index
+    return capped
 
 
 def backup_hint(log_entries: Any, commit_index: int, prev_idx: int) -> int:

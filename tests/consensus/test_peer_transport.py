@@ -420,3 +420,18 @@ def test_a_heartbeat_superseded_in_the_same_release_is_not_sent() -> None:
         assert [(p, m["commit_index"], len(m["entries"])) for p, m in sent] == [("n3", 1, 0), ("n2", 2, 1)]
     finally:
         h.sync.destroy()
+
+
+def test_a_fenced_node_counts_as_locked_down() -> None:
+    """D11 + decision 0017: frames still arrive at a fenced node, but it handles none: it must refuse
+    writes and linearizable reads like any cut-off node, not hang them."""
+    from types import SimpleNamespace
+
+    from fedraft.consensus.engine import EngineTuning, RaftEngine
+
+    def engine(fenced: bool) -> Any:
+        transport = SimpleNamespace(fenced=fenced, contact_count=lambda _within: 3)
+        return SimpleNamespace(transport=transport, peer_ids=["b", "c"], tuning=EngineTuning())
+
+    assert RaftEngine.in_lockdown(engine(fenced=False)) is False
+    assert RaftEngine.in_lockdown(engine(fenced=True)) is True

@@ -186,3 +186,36 @@ def test_stock_pysyncobj_steps_back_one_entry_per_round_trip() -> None:
     _deliver(raft, term=1, commit_index=2, prevLogIdx=1, prevLogTerm=0, entries=_entries((2, 1), (3, 1), (4, 1)))
     _deliver(raft, term=3, commit_index=2, prevLogIdx=4, prevLogTerm=3, entries=[])
     assert wire.sent[-1]["next_node_idx"] == 4
+
+
+class _UnfinishedSnapshot:
+    """The receiver's serializer after a first chunk of several: the install is not done."""
+
+    def setTransmissionData(self, _data: Any) -> bool:
+        return False
+
+
+def _stale_follower() -> tuple[SyncObj, _Wire]:
+    """An old term's entries 2..4, only 2 committed (its leader was cut off before committing more)."""
+    raft, wire = _follower(_Patched)
+    _deliver(raft, term=2, commit_index=2, prevLogIdx=1, prevLogTerm=0, entries=_entries((2, 2), (3, 2), (4, 2)))
+    assert raft.raftCommitIndex == 2
+    return raft, wire
+
+
+@pytest.mark.parametrize("serialized", [(b"FRSNAP01...", True, False), None])
+def test_a_snapshot_message_commits_nothing_of_a_stale_suffix(serialized: Any) -> None:
+    """A leader of term 3 that compacted past this log starts streaming its snapshot with commit 100:
+    entries 3 and 4 of term 2 must not be applied (their waiters would hear OK for writes that never
+    committed) while the install is under way (found in review)."""
+    raft, _ = _stale_follower()
+    raft._SyncObj__serializer = _UnfinishedSnapshot()
+    _deliver(raft, term=3, commit_index=100, serialized=serialized)
+    assert raft.raftCommitIndex == 2
+
+
+def test_stock_pysyncobj_commits_a_stale_suffix_on_a_snapshot_message() -> None:
+    raft, _ = _follower(SyncObj)
+    _deliver(raft, term=2, commit_index=2, prevLogIdx=1, prevLogTerm=0, entries=_entries((2, 2), (3, 2), (4, 2)))
+    _deliver(raft, term=3, commit_index=100, serialized=None)
+    assert raft.raftCommitIndex == 4
