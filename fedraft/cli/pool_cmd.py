@@ -194,6 +194,9 @@ def agent(args: argparse.Namespace) -> int:
         runner = PoolAgent(client, identity, inventory, interval_s=interval)
         stop = threading.Event()
         previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+        # Ctrl-C / SIGINT stops it even when started from a script in the background, whose shell left
+        # SIGINT ignored (Python then installs no KeyboardInterrupt handler of its own).
+        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
         if not wants_json(args):
             print(f"fedraft agent for pool {identity.pool}: reporting every {interval:g} s to "
                   f"{', '.join(target.endpoints)} (Ctrl-C stops)", flush=True)
@@ -203,6 +206,7 @@ def agent(args: argparse.Namespace) -> int:
         finally:  # Ctrl-C raises KeyboardInterrupt here: stop cleanly, main reports it (exit 130)
             runner.stop()
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
     return EXIT_OK
 
 
