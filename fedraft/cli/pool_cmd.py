@@ -92,8 +92,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 # --- pools -----------------------------------------------------------------------------------------
 
 def _pool_doc(pool: Any, booked: dict[str, tuple[int, int]], now_ms: int | None) -> dict[str, Any]:
-    gpus = [g for w in pool.workers for g in w.gpus]
-    healthy = sum(1 for g in gpus if g.healthy)
+    from fedraft.wire.placement import gpu_units
+
+    healthy, total = gpu_units(pool)
     gpus_booked, cpu_booked = booked.get(pool.id, (0, 0))
     cpu_total = sum(w.cpu_millis for w in pool.workers)
     if healthy:
@@ -104,7 +105,7 @@ def _pool_doc(pool: Any, booked: dict[str, tuple[int, int]], now_ms: int | None)
         load = None
     return {
         "pool": pool.id, "health": pool.health, "voter": pool.voter, "region": pool.region, "tier": pool.tier,
-        "labels": list(pool.labels), "workers": len(pool.workers), "gpus_healthy": healthy, "gpus_total": len(gpus),
+        "labels": list(pool.labels), "workers": len(pool.workers), "gpus_healthy": healthy, "gpus_total": total,
         "gpus_booked": gpus_booked, "cpu_millis": cpu_total, "cpu_booked": cpu_booked, "load_pct": load,
         "cordoned": pool.cordoned, "draining": pool.HasField("drain_started_ms"),
         "last_heartbeat_ms": pool.last_heartbeat_ms,

@@ -217,8 +217,9 @@ def summarize(probes: Sequence[Probe], pools: Sequence[Any] = ()) -> dict[str, A
         leader_name = leader.node_id
     term = max((int(s.term) for s in statuses), default=0)
     most_applied = max((int(s.applied_index) for s in statuses), default=0)
-    gpus = {pool.id: (sum(1 for w in pool.workers for g in w.gpus if g.healthy),
-                      sum(len(w.gpus) for w in pool.workers)) for pool in pools}
+    from fedraft.wire.placement import gpu_units
+
+    gpus = {pool.id: gpu_units(pool) for pool in pools}
 
     rows: list[dict[str, Any]] = []
     trouble = False

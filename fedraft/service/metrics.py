@@ -20,6 +20,7 @@ from fedraft.domain.outcome import Code
 from fedraft.service.audit import RefusedRequest
 from fedraft.storage.governance_schema import PENDING
 from fedraft.storage.placement_schema import POOLS, WORKLOADS
+from fedraft.wire.placement import gpu_units
 
 if TYPE_CHECKING:  # importing the engine patches pysyncobj: only a node process should
     from fedraft.consensus.engine import RaftEngine
@@ -49,11 +50,10 @@ def pool_health_level(pool: ppb.PoolRecord) -> int:
     cordoned or draining); 3 healthy."""
     if pool.health == "down":
         return DOWN
-    gpus = [g for w in pool.workers for g in w.gpus]
-    healthy = sum(1 for g in gpus if g.healthy)
-    if gpus and not healthy:
+    healthy, total = gpu_units(pool)
+    if total and not healthy:
         return UNHEALTHY
-    if healthy < len(gpus) or pool.cordoned or pool.HasField("drain_started_ms"):
+    if healthy < total or pool.cordoned or pool.HasField("drain_started_ms"):
         return DEGRADED
     return HEALTHY
 
@@ -204,12 +204,11 @@ class _StateCollector:
                 pending += p.state == "pending"
         for pool in pools:
             health.add_metric([pool.id, pool.region], pool_health_level(pool))
-            units = [g for w in pool.workers for g in w.gpus]
-            healthy = sum(1 for g in units if g.healthy)
+            healthy, units = gpu_units(pool)
             taken = booked.get(pool.id, 0)
             gpus.add_metric([pool.id, "free"], max(0, healthy - taken))
             gpus.add_metric([pool.id, "booked"], taken)
-            gpus.add_metric([pool.id, "unhealthy"], len(units) - healthy)
+            gpus.add_metric([pool.id, "unhealthy"], units - healthy)
             workloads.add_metric([pool.id], holding.get(pool.id, 0))
         total = GaugeMetricFamily("fedraft_pools_total", "Pools in the federation")
         total.add_metric([], len(pools))

@@ -184,3 +184,12 @@ def workload_from_pb(r: ppb.WorkloadRecord) -> Workload:
         last_load_move_ms=r.last_load_move_ms if r.HasField("last_load_move_ms") else None,
         moves=tuple(Move(m.at_ms, m.index, m.from_pool, m.to_pool, m.reason) for m in r.moves),
         reason=r.reason, explanation=r.explanation, tried_ms=r.tried_ms if r.HasField("tried_ms") else None)
+
+
+def gpu_units(pool: ppb.PoolRecord) -> tuple[int, int]:
+    """(units that take new work, all units) of a stored pool: a unit counts when it is reported healthy
+    and has no fault record (a recovering unit waits out the hysteresis, decision 0011)."""
+    faulted = {f.uuid for f in pool.gpu_faults}
+    units = [g for w in pool.workers for g in w.gpus]
+    return sum(1 for g in units if g.healthy and g.uuid not in faulted), len(units)
+

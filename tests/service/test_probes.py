@@ -247,5 +247,9 @@ def test_pool_health_levels_and_placement_outcomes() -> None:
     assert pool_health_level(ppb.PoolRecord(health="up", cordoned=True)) == DEGRADED
     assert pool_health_level(ppb.PoolRecord(health="up", workers=[ppb.WorkerInfo(gpus=[gpu])])) == HEALTHY
     assert pool_health_level(ppb.PoolRecord(health="up")) == HEALTHY  # a CPU pool
+    # Reported healthy again but still waiting out its fault's hysteresis: it takes no work yet.
+    recovering = ppb.PoolRecord(health="up", workers=[ppb.WorkerInfo(gpus=[gpu])],
+                                gpu_faults=[ppb.GpuFaultRecord(uuid="g", healthy_since_ms=1)])
+    assert pool_health_level(recovering) == UNHEALTHY
     assert placement_outcome("put", pb.Result()) is None
     assert placement_outcome("migrate", pb.Result(code=9)) == "rejected"
