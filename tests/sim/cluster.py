@@ -19,13 +19,15 @@ import random
 import types
 from collections.abc import Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pysyncobj.syncobj as _ps
 
+import fedraft.consensus.engine as engine_module
 import fedraft.consensus.peer_transport as peer_transport
+import fedraft.consensus.snapshot as snapshot_module
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
 from fedraft.consensus.engine import EngineTuning, RaftEngine
 from fedraft.consensus.peer_transport import GrpcTransport
@@ -37,6 +39,11 @@ from tests.sim.workload import NODE_IDS, T0_MS, Clients, Op, make_federation
 
 TUNING = EngineTuning(election_min_s=0.5, election_max_s=1.0, heartbeat_s=0.05, tick_s=0.01,
                       compaction_min_entries=10**9, compaction_min_time_s=10**9)
+
+# Snapshot mode (`SimCluster(..., snapshots=True)`): every node compacts its log past this many entries,
+# so a follower that was down or cut off for a few seconds is brought back by a snapshot from the leader.
+SNAPSHOT_TUNING = replace(TUNING, compaction_min_entries=16)
+SNAPSHOT_CHUNK_BYTES = 4096
 
 REQUEST_TIMEOUT_S = 3.0
 MAX_ATTEMPTS = 50
@@ -73,8 +80,12 @@ class SimNode:
 
 class SimCluster:
     def __init__(self, seed: int, root: Path, schedule: Schedule = Schedule(), *,
-                 fail_on_error_logs: bool = True) -> None:
+                 fail_on_error_logs: bool = True, snapshots: bool = False) -> None:
         self.seed = seed
+        self.snapshots = snapshots
+        self.tuning = SNAPSHOT_TUNING if snapshots else TUNING
+        self.installs: list[str] = []       # "node:index" of every snapshot a follower installed
+        self.serialized: list[str] = []     # "node:index" of every snapshot pysyncobj asked a node for
         self.fail_on_error_logs = fail_on_error_logs
         self.schedule = schedule
         self.now = 100.0
@@ -100,6 +111,12 @@ class SimCluster:
         ex.enter_context(_patched(_ps, "monotonicTime", lambda: self.now))
         ex.enter_context(_patched(_ps, "random", raft_rng))
         ex.enter_context(_patched(peer_transport, "time", types.SimpleNamespace(monotonic=lambda: self.now)))
+        if self.snapshots:  # small chunks: a snapshot crosses the network in several messages
+            ex.enter_context(_patched(engine_module, "SNAPSHOT_CHUNK_BYTES", SNAPSHOT_CHUNK_BYTES))
+        # The snapshot copy runs in a background thread in a node (D17); here it runs inline when
+        # pysyncobj asks for it, so it is done by the next tick's checkSerializing, whatever the scheduler.
+        ex.enter_context(_patched(snapshot_module, "threading",
+                                  types.SimpleNamespace(Thread=_InlineThread, Lock=snapshot_module.threading.Lock)))
         logging.getLogger().addHandler(self._error_logs)
         ex.callback(logging.getLogger().removeHandler, self._error_logs)
         ex.callback(self._close_all)
@@ -123,8 +140,18 @@ class SimCluster:
         node.engine = RaftEngine(
             node_id=node.node_id, peer_ids=[n for n in NODE_IDS if n != node.node_id],
             identity=self.fed.nodes[node.node_id], store=node.store, data_dir=node.dir,
-            transport_factory=transport, tuning=TUNING, wall_ms=lambda: T0_MS + int(self.now * 1000),
+            transport_factory=transport, tuning=self.tuning, wall_ms=lambda: T0_MS + int(self.now * 1000),
             auto_tick=False, journal=SimJournal(node.disk))  # type: ignore[arg-type]
+        snapshots: Any = node.engine.snapshots
+        snapshots._clock = lambda: self.now  # the retry delay after a failed snapshot, on simulated time
+        node.engine.add_snapshot_listener(
+            lambda _first, last, n=node.node_id: self.installs.append(f"{n}:{last}"))
+        serialize = snapshots.serialize
+
+        def counted(data: Any, id: int, n: str = node.node_id) -> None:
+            self.serialized.append(f"{n}:{id}")
+            serialize(data, id)
+        snapshots.serialize = counted
 
     def crash(self, node_id: str, down_s: float) -> None:
         """kill -9: no flush, no clean stop; the unsynced journal tail is lost."""
@@ -281,7 +308,8 @@ class SimCluster:
     def fingerprint(self) -> str:
         """One hash of everything a run did: faults, network counts, digests by index, every journal."""
         disks = {n: (node.disk.entries, node.disk.term, node.disk.voted_for) for n, node in sorted(self.nodes.items())}
-        seen = (self.events, sorted(self.network.stats.items()), sorted(self.invariants.digests.items()), disks)
+        seen = (self.events, sorted(self.network.stats.items()), sorted(self.invariants.digests.items()), disks,
+                self.serialized, self.installs)
         return hashlib.sha256(repr(seen).encode()).hexdigest()
 
     def summary(self) -> str:
@@ -289,7 +317,8 @@ class SimCluster:
         terms = max(self.invariants.leaders, default=0)
         return (f"seed {self.seed}: {self.step_no} steps ({self.now - 100:.1f} s simulated), {len(self.events)} "
                 f"faults, {acked}/{len(self.clients.ops)} requests acknowledged, {terms} terms, applied "
-                f"{max(self.invariants.applied.values(), default=0)}, {self.invariants.checks} state checks; "
+                f"{max(self.invariants.applied.values(), default=0)}, {self.invariants.checks} state checks, "
+                f"{len(self.serialized)} snapshots requested, {len(self.installs)} installed; "
                 f"network: {describe(self.network.stats)}")
 
 
@@ -301,3 +330,16 @@ def _patched(module: Any, name: str, value: Any) -> Iterator[None]:
         yield
     finally:
         setattr(module, name, saved)
+
+
+class _InlineThread:
+    """threading.Thread for the snapshot module: `start()` runs the target there and then."""
+
+    def __init__(self, target: Any, args: tuple[Any, ...] = (), **_kw: Any) -> None:
+        self._target, self._args = target, args
+
+    def start(self) -> None:
+        self._target(*self._args)
+
+    def join(self) -> None:
+        pass

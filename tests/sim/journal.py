@@ -128,7 +128,17 @@ class SimJournal:
         self._dirty = True
 
     def align_to_snapshot(self, prev_entry: Entry, last_entry: Entry) -> bool:
-        raise InvariantBroken("the simulation runs without snapshots")
+        """LmdbJournal's: drop the entries before the snapshot's `prev_entry` if this journal holds it."""
+        del last_entry
+        command, idx, term = prev_entry
+        if self.entry_at(idx) != (bytes(command), idx, term):
+            return False
+        offset = idx - self._entries[0][1]
+        if offset == 0:
+            return False
+        self.deleteEntriesTo(offset)
+        self.flush()
+        return True
 
     def take_fsync_seconds(self) -> list[float]:
         return []
