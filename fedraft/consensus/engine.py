@@ -188,7 +188,7 @@ class RaftEngine:
         self.snapshots = SnapshotSerializer(
             snapshot_path, source=store, signer=self.signer, node_id=node_id, cluster_id=self.cluster_id,
             verify_key_for=self._voter_key, chunk_size=SNAPSHOT_CHUNK_BYTES,
-            on_installed=self._on_snapshot_installed)
+            on_installed=self._on_snapshot_installed, applied_index=self._raft_applied_or_zero)
         if self.snapshots.finish_interrupted_install(store):
             self._last_applied = store.applied_index()
 
@@ -262,6 +262,11 @@ class RaftEngine:
     @property
     def raft_last_applied(self) -> int:
         return int(self._sync.raftLastApplied)
+
+    def _raft_applied_or_zero(self) -> int:
+        """pysyncobj's last applied index; 0 before it exists (snapshots arrive only after)."""
+        sync = getattr(self, "_sync", None)
+        return int(sync.raftLastApplied) if sync is not None else 0
 
     @property
     def has_quorum(self) -> bool:

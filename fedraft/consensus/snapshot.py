@@ -381,8 +381,10 @@ class SnapshotSerializer:
         retry_after: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         on_installed: Callable[[int], None] | None = None,
+        applied_index: Callable[[], int] | None = None,
     ) -> None:
-        """`on_installed(index)` is called on the tick thread after a received snapshot replaced the state."""
+        """`on_installed(index)` is called on the tick thread after a received snapshot replaced the state.
+        `applied_index()` is the Raft index this node has applied: a snapshot at or below it is refused."""
         if len(cluster_id) != CLUSTER_ID_LEN:
             raise ConfigError(f"a cluster id has {CLUSTER_ID_LEN} bytes, got {len(cluster_id)}")
         if not 1 <= len(node_id.encode()) <= MAX_NODE_ID_BYTES:
@@ -400,6 +402,7 @@ class SnapshotSerializer:
         self._retry_after = retry_after
         self._clock = clock
         self._on_installed = on_installed
+        self._applied_index = applied_index
         # Guards the rename into `path` against the worker; everything else is tick-thread only.
         self._lock = threading.Lock()
         self._generation = 0
@@ -612,6 +615,13 @@ class SnapshotSerializer:
             if not is_last:
                 return False
             header = incoming.finish()
+            # A duplicated, late or long-queued transmission of a snapshot this node is already past:
+            # installing it would roll the state back and (pysyncobj clears the journal on a load) drop
+            # entries this node acknowledged. Refuse it; the leader's next append carries on from here.
+            applied = self._applied_index() if self._applied_index is not None else None
+            if applied is not None and header.index <= applied:
+                raise DecodeError(f"snapshot at index {header.index} is not past this node's applied index "
+                                  f"{applied} (a stale or repeated transmission)")
             # The signed header names the state's digest: recompute it from the body, so a state
             # that is not the one the signer digested is never installed (one scan, per install).
             if self._source.body_digest(incoming.body_path) != header.state_digest:

@@ -409,6 +409,17 @@ def test_a_signed_header_whose_digest_is_not_the_body_s_is_refused(tmp_path: Pat
     _refused(tmp_path, blob)
 
 
+def test_a_snapshot_this_node_is_already_past_is_refused(
+        tmp_path: Path, leader: tuple[SnapshotSerializer, FakeSource]) -> None:
+    blob, header = _valid_file(tmp_path, leader)
+    _refused(tmp_path, blob, applied_index=lambda: header.index)      # a repeated transmission
+    _refused(tmp_path, blob, applied_index=lambda: header.index + 5)  # a late one
+    r = make(tmp_path / "c" / "snapshot", RecordingSource(), node="node-c", identity=OTHER,
+             applied_index=lambda: header.index - 1)
+    (tmp_path / "c").mkdir()
+    assert _feed(r, blob)[-1] is True  # one entry behind: installed
+
+
 def test_wrong_cluster_unknown_or_wrong_signer(tmp_path: Path, leader: tuple[SnapshotSerializer, FakeSource]) -> None:
     blob, _ = _valid_file(tmp_path, leader)
     _refused(tmp_path, blob, cluster_id=hashlib.sha256(b"another").digest())
