@@ -22,10 +22,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError as ProtoDecodeError
+from google.protobuf.message import Message
 
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
 from fedraft._proto.fedraft.v1 import fanout_pb2 as fpb
@@ -70,6 +71,18 @@ class Refusal(Exception):
     @property
     def status(self) -> grpc.StatusCode:
         return _BY_CODE[int(self.code)]
+
+
+M = TypeVar("M", bound=Message)
+
+
+def parse_request(message: M, raw: bytes, refusal: str = "request does not decode") -> M:
+    """`message` filled from `raw`, or a Refusal (INVALID_ARGUMENT) saying `refusal`."""
+    try:
+        message.ParseFromString(raw)
+    except ProtoDecodeError:
+        raise Refusal(Code.INVALID_ARGUMENT, refusal) from None
+    return message
 
 
 class NonceCache:
@@ -199,7 +212,7 @@ class FanoutService:
     # ----- Ask: a paired pool's node answers -----
     def ask(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         caller = self.authenticate("Ask", raw, context)
-        signed = _parse_signed(raw)
+        signed = parse_request(pb.Signed(), raw, "request is not a Signed query")
         try:
             origin = fcrypto.parse(signed, "query", fcrypto.MAX_QUERY_BYTES).query.origin_pool
         except DecodeError as exc:
@@ -228,11 +241,7 @@ class FanoutService:
     # ----- Fanout: the origin node sends a query on -----
     def fanout(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         caller = self.authenticate("Fanout", raw, context)
-        request = fpb.FanoutRequest()
-        try:
-            request.ParseFromString(raw)
-        except ProtoDecodeError:
-            raise Refusal(Code.INVALID_ARGUMENT, "request does not decode") from None
+        request = parse_request(fpb.FanoutRequest(), raw)
         signed = request.query
         if bytes(signed.key_id) != caller.key_id:
             raise Refusal(Code.PERMISSION_DENIED, "the query must be signed by the key that signs the request")
@@ -336,10 +345,3 @@ class FanoutService:
         return grpc.method_handlers_generic_handler(SERVICE, {name: unary(name, fn) for name, fn in methods.items()})
 
 
-def _parse_signed(raw: bytes) -> pb.Signed:
-    signed = pb.Signed()
-    try:
-        signed.ParseFromString(raw)
-    except ProtoDecodeError:
-        raise Refusal(Code.INVALID_ARGUMENT, "request is not a Signed query") from None
-    return signed

@@ -29,7 +29,14 @@ from fedraft.crypto.signing import key_id_of
 from fedraft.domain.governance.fanout import MAX_WINDOW_MS
 from fedraft.domain.outcome import Code
 from fedraft.errors import DecodeError, SignatureError
-from fedraft.service.fanout import DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS, FanoutService, Refusal, method_name
+from fedraft.service.fanout import (
+    DEFAULT_TIMEOUT_MS,
+    MAX_TIMEOUT_MS,
+    FanoutService,
+    Refusal,
+    method_name,
+    parse_request,
+)
 from fedraft.storage import placement_schema
 from fedraft.storage.local import INCIDENTS, LocalStore
 
@@ -112,11 +119,7 @@ class IncidentsService:
     # ----- AskIncidents: another pool's node asks for ours -----
     def ask(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         caller = self.fanout.authenticate("AskIncidents", raw, context)
-        signed = pb.Signed()
-        try:
-            signed.ParseFromString(raw)
-        except ProtoDecodeError:
-            raise Refusal(Code.INVALID_ARGUMENT, "request is not a Signed incidents query") from None
+        signed = parse_request(pb.Signed(), raw, "request is not a Signed incidents query")
         if caller.principal.role != "node" or caller.principal.revoked_index:
             raise Refusal(Code.PERMISSION_DENIED, f"only a voter node forwards incidents queries "
                                                   f"({caller.principal.name} is a {caller.principal.role})",
@@ -127,11 +130,7 @@ class IncidentsService:
     # ----- Incidents: an administrator asks any node -----
     def gather(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         caller = self.fanout.authenticate("Incidents", raw, context)
-        request = fpb.IncidentsRequest()
-        try:
-            request.ParseFromString(raw)
-        except ProtoDecodeError:
-            raise Refusal(Code.INVALID_ARGUMENT, "request does not decode") from None
+        request = parse_request(fpb.IncidentsRequest(), raw)
         signed = request.query
         if bytes(signed.key_id) != caller.key_id:
             raise Refusal(Code.PERMISSION_DENIED, "the query must be signed by the key that signs the request")

@@ -19,7 +19,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from fedraft._proto.fedraft.v1 import entries_pb2 as pb
 from fedraft._proto.fedraft.v1 import memory_pb2 as mpb
@@ -31,7 +30,7 @@ from fedraft.domain.outcome import Code
 from fedraft.domain.placement.commands import name_problem
 from fedraft.service.audit import RefusedRequest
 from fedraft.service.auth import AuthError, Caller, RequestVerifier
-from fedraft.service.fanout import REFUSAL_CODES, Refusal
+from fedraft.service.fanout import REFUSAL_CODES, Refusal, parse_request
 from fedraft.storage import governance_schema, memory_schema
 
 if TYPE_CHECKING:  # importing the engine patches pysyncobj's pickle for the whole process: only when used
@@ -95,7 +94,7 @@ class MemoriesService:
     # ----- Recipients -----
     def recipients(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         caller = self._authenticate("Recipients", raw, context)
-        request = _parse(mpb.RecipientsRequest(), raw)
+        request = parse_request(mpb.RecipientsRequest(), raw)
         problem = name_problem("data class", request.data_class) or (key_problem(request.key) if request.key else None)
         if problem is not None:
             raise Refusal(Code.INVALID_ARGUMENT, problem)
@@ -124,7 +123,7 @@ class MemoriesService:
     # ----- Read -----
     def read(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         caller = self._authenticate("Read", raw, context)
-        request = _parse(mpb.MemoryReadRequest(), raw)
+        request = parse_request(mpb.MemoryReadRequest(), raw)
         problem = key_problem(request.key)
         if problem is not None:
             raise Refusal(Code.INVALID_ARGUMENT, problem)
@@ -197,11 +196,3 @@ class MemoriesService:
 
         return grpc.method_handlers_generic_handler(SERVICE, {
             "Recipients": unary("Recipients", self.recipients), "Read": unary("Read", self.read)})
-
-
-def _parse(message: Any, raw: bytes) -> Any:
-    try:
-        message.ParseFromString(raw)
-    except ProtoDecodeError:
-        raise Refusal(Code.INVALID_ARGUMENT, "request does not decode") from None
-    return message
