@@ -28,7 +28,7 @@ from fedraft._proto.fedraft.v1 import entries_pb2 as pb
 from fedraft.crypto.signing import CTX_BREAKGLASS, Identity, verify
 from fedraft.domain.genesis import FORMAT, Admin, Genesis, GenesisError, encode_genesis, parse_genesis
 from fedraft.errors import ConfigError, OperatorError, SignatureError
-from fedraft.storage.state import M_SEEDED, REPLICATED_DBS, StateTxn
+from fedraft.storage.state import M_SEEDED, StateTxn, replicated_dbs
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,7 @@ def read_checkpoint(state_dir: Path, genesis: Genesis) -> tuple[Checkpoint, list
         raise OperatorError(f"cannot open state {state_dir}: {exc}") from None
     try:
         with env.begin() as txn:
-            dbs = {}
-            for name in REPLICATED_DBS:
-                try:
-                    dbs[name] = env.open_db(name, txn=txn, create=False)
-                except lmdb.Error:
-                    raise OperatorError(f"{state_dir}: the state has no {name.decode()} database "
-                                        "(written by another fedraft version?)") from None
-            st = StateTxn(txn, dbs)
+            st = StateTxn(txn, replicated_dbs(env, txn, state_dir))
             if st.meta_bytes(M_SEEDED) != genesis.cluster_id:
                 raise ConfigError(f"{state_dir} holds the state of another federation than this genesis")
             checkpoint = Checkpoint(genesis.cluster_id, st.applied_index, st.chain_head, st.digest())

@@ -27,7 +27,7 @@ from fedraft.crypto.logfile import (
 )
 from fedraft.errors import ConfigError, OperatorError
 from fedraft.storage import checkpoint_schema, log_schema
-from fedraft.storage.state import M_SEEDED, REPLICATED_DBS, StateTxn
+from fedraft.storage.state import M_SEEDED, StateTxn, replicated_dbs
 
 CHUNK_BYTES = 1 << 20
 
@@ -73,14 +73,7 @@ def open_state(state_dir: Path, cluster_id: bytes) -> Iterator[StateTxn]:
                             hint="run it as the user the node runs as (it needs the lock file)") from None
     try:
         with env.begin() as txn:
-            dbs = {}
-            for name in REPLICATED_DBS:
-                try:
-                    dbs[name] = env.open_db(name, txn=txn, create=False)
-                except lmdb.Error:
-                    raise OperatorError(f"{state_dir}: the state has no {name.decode()} database "
-                                        "(written by another fedraft version?)") from None
-            st = StateTxn(txn, dbs)
+            st = StateTxn(txn, replicated_dbs(env, txn, state_dir))
             if st.meta_bytes(M_SEEDED) != cluster_id:
                 raise ConfigError(f"{state_dir} holds the state of another federation than this genesis")
             yield st

@@ -254,6 +254,19 @@ class StateTxn:
         return h.digest()
 
 
+def replicated_dbs(env: lmdb.Environment, txn: lmdb.Transaction, where: Path) -> dict[bytes, lmdb._Database]:
+    """The replicated databases of a state opened read-only outside a StateStore (an export, a
+    recovery, a received snapshot body); OperatorError naming the one that is missing."""
+    dbs = {}
+    for name in REPLICATED_DBS:
+        try:
+            dbs[name] = env.open_db(name, txn=txn, create=False)
+        except lmdb.Error:
+            raise OperatorError(f"{where}: the state has no {name.decode()} database "
+                                "(written by another fedraft version?)") from None
+    return dbs
+
+
 @dataclass
 class SnapshotReadView:
     index: int
@@ -395,9 +408,8 @@ class StateStore:
             raise DecodeError(f"snapshot body is not a state copy: {exc}") from None
         try:
             with probe.begin() as txn:
-                dbs = {name: probe.open_db(name, txn=txn, create=False) for name in REPLICATED_DBS}
-                return StateTxn(txn, dbs).digest()
-        except lmdb.Error as exc:
+                return StateTxn(txn, replicated_dbs(probe, txn, data_file)).digest()
+        except (lmdb.Error, OperatorError) as exc:
             raise DecodeError(f"snapshot body is not a state copy: {exc}") from None
         finally:
             probe.close()
