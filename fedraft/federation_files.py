@@ -229,7 +229,8 @@ def toml_str(value: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
+def write_new_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Create `path` (never overwrite), write and fsync `data`, then set `mode`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as f:
@@ -431,10 +432,10 @@ def _write_all(layout: FederationLayout, genesis_bytes: bytes, ca: KeyAndCert, b
                node_keys: dict[str, Identity], admin_keys: dict[str, Identity], tls: dict[str, KeyAndCert],
                raft: dict[str, int], sample_inventory: bool) -> None:
     federation, cluster_id = layout.federation, layout.cluster_id
-    _write(layout.genesis, genesis_bytes)
-    _write(layout.readme, _readme(federation, cluster_id, layout.nodes).encode())
-    _write(layout.ca_cert, ca.cert_pem)
-    _write(layout.ca_key, ca.key_pem, 0o600)
+    write_new_file(layout.genesis, genesis_bytes)
+    write_new_file(layout.readme, _readme(federation, cluster_id, layout.nodes).encode())
+    write_new_file(layout.ca_cert, ca.cert_pem)
+    write_new_file(layout.ca_key, ca.key_pem, 0o600)
     write_private_key(layout.break_glass_key, break_glass, label=f"{federation} break-glass")
     write_public_key(_pub(layout.break_glass_key), break_glass.public_key, label=f"{federation} break-glass")
     created_at_ms = int(time.time() * 1000)
@@ -444,22 +445,22 @@ def _write_all(layout: FederationLayout, genesis_bytes: bytes, ca: KeyAndCert, b
         sample = SAMPLE_INVENTORIES / f"{node.node_id}.toml"
         if sample_inventory and sample.is_file():
             inventory_file = "inventory.toml"
-            _write(node.dir / inventory_file, sample.read_bytes())
-        _write(node.config, _node_toml(node, others, raft, inventory_file).encode())
+            write_new_file(node.dir / inventory_file, sample.read_bytes())
+        write_new_file(node.config, _node_toml(node, others, raft, inventory_file).encode())
         write_private_key(node.key, node_keys[node.node_id], label=f"node {node.node_id}")
         write_public_key(_pub(node.key), node_keys[node.node_id].public_key, label=f"node {node.node_id}")
-        _write(node.tls_cert, tls[node.node_id].cert_pem)
-        _write(node.tls_key, tls[node.node_id].key_pem, 0o600)
+        write_new_file(node.tls_cert, tls[node.node_id].cert_pem)
+        write_new_file(node.tls_key, tls[node.node_id].key_pem, 0o600)
         node.data_dir.mkdir(mode=0o700)
         marker = (f"# Written by `fedraft init`: this data directory belongs to a new federation.\n"
                   f"node_id = {toml_str(node.node_id)}\ncluster_id = {toml_str(cluster_id.hex())}\n"
                   f"created_at_ms = {created_at_ms}\n")
-        _write(node.bootstrap_marker, marker.encode(), 0o600)
+        write_new_file(node.bootstrap_marker, marker.encode(), 0o600)
     endpoints = [n.api_listen for n in layout.nodes]
     for admin in layout.admins:
         write_private_key(admin.key, admin_keys[admin.pool], label=admin.name)
         write_public_key(_pub(admin.key), admin_keys[admin.pool].public_key, label=admin.name)
-        _write(admin.profile, _profile_toml(admin, endpoints, cluster_id).encode())
+        write_new_file(admin.profile, _profile_toml(admin, endpoints, cluster_id).encode())
 
 
 def _voter_order(directory: Path) -> list[str]:

@@ -42,6 +42,7 @@ from fedraft.federation_files import (
     check_host,
     check_node_name,
     toml_str,
+    write_new_file,
 )
 
 __all__ = ["PUBLIC_KIND", "PUBLIC_SUFFIX", "AssembledFederation", "NodeKeys", "assemble_from_public",
@@ -64,15 +65,6 @@ class NodeKeys:
     public_file: Path
     private_files: tuple[Path, ...]
     node_key_id: str
-
-
-def _write_new(path: Path, data: bytes, mode: int = 0o644) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(path, mode)
 
 
 def make_node_keys(node_id: str, directory: Path, *, host: str = "127.0.0.1", base_port: int = 7400,
@@ -118,14 +110,14 @@ def make_node_keys(node_id: str, directory: Path, *, host: str = "127.0.0.1", ba
         (directory / n).unlink(missing_ok=True)
     write_private_key(directory / NODE_KEY, node, label=f"node {node_id}")
     write_public_key(directory / (NODE_KEY + ".pub"), node.public_key, label=f"node {node_id}")
-    _write_new(directory / TLS_KEY, tls.key_pem, 0o600)
+    write_new_file(directory / TLS_KEY, tls.key_pem, 0o600)
     private = [directory / NODE_KEY, directory / TLS_KEY]
     if admin is not None:
         write_private_key(directory / ADMIN_KEY, admin, label=admin_name)
         write_public_key(directory / (ADMIN_KEY + ".pub"), admin.public_key, label=admin_name)
         private.append(directory / ADMIN_KEY)
     public_file = directory / f"{node_id}{PUBLIC_SUFFIX}"
-    _write_new(public_file, (json.dumps(public, indent=2) + "\n").encode())
+    write_new_file(public_file, (json.dumps(public, indent=2) + "\n").encode())
     return NodeKeys(node_id, directory, public_file, tuple(private), node.key_id.hex())
 
 
@@ -315,22 +307,22 @@ def assemble_from_public(public_dir: Path, out: Path, *, federation: str | None 
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".fedraft-assemble-", dir=out))
     try:
-        _write_new(staging / GENESIS_FILE, genesis_bytes)
+        write_new_file(staging / GENESIS_FILE, genesis_bytes)
         (staging / "ca").mkdir()
-        _write_new(staging / "ca" / CA_FILE, ca.cert_pem)
+        write_new_file(staging / "ca" / CA_FILE, ca.cert_pem)
         if new_ca:
-            _write_new(staging / "ca" / "ca.key", ca.key_pem, 0o600)
+            write_new_file(staging / "ca" / "ca.key", ca.key_pem, 0o600)
         if break_glass is not None:
             write_private_key(staging / "break-glass.key", break_glass, label=f"{name} break-glass")
         endpoints = [n.api_address for n in nodes]
         for node in nodes:
             bundle = staging / node.node_id
             bundle.mkdir()
-            _write_new(bundle / GENESIS_FILE, genesis_bytes)
-            _write_new(bundle / CA_FILE, ca.cert_pem)
-            _write_new(bundle / TLS_CERT, certs[node.node_id])
+            write_new_file(bundle / GENESIS_FILE, genesis_bytes)
+            write_new_file(bundle / CA_FILE, ca.cert_pem)
+            write_new_file(bundle / TLS_CERT, certs[node.node_id])
             others = [p for p in nodes if p is not node]
-            _write_new(bundle / NODE_CONFIG_FILE, _node_toml(node, others, dict(raft or {})).encode())
+            write_new_file(bundle / NODE_CONFIG_FILE, _node_toml(node, others, dict(raft or {})).encode())
             profile = "\n".join([
                 f"# fedraft client profile for {node.admin_name} (pool {node.node_id}).",
                 "# Keep it beside admin.key (made by keygen --node) and ca.pem.",
@@ -340,9 +332,9 @@ def assemble_from_public(public_dir: Path, out: Path, *, federation: str | None 
                 f"key = {toml_str(ADMIN_KEY)}",
                 f"cluster_id = {toml_str(cluster_id.hex())}",
             ]) + "\n"
-            _write_new(bundle / f"{node.admin_name}{PROFILE_SUFFIX}", profile.encode())
+            write_new_file(bundle / f"{node.admin_name}{PROFILE_SUFFIX}", profile.encode())
             (bundle / "data").mkdir(mode=0o700)
-            _write_new(bundle / "data" / BOOTSTRAP_MARKER,
+            write_new_file(bundle / "data" / BOOTSTRAP_MARKER,
                        (f"# Written by `fedraft init --from-public`: a data directory of a new federation.\n"
                         f"node_id = {toml_str(node.node_id)}\ncluster_id = {toml_str(cluster_id.hex())}\n"
                         f"created_at_ms = {int(time.time() * 1000)}\n").encode(), 0o600)
