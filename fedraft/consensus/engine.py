@@ -188,7 +188,8 @@ class RaftEngine:
         self.snapshots = SnapshotSerializer(
             snapshot_path, source=store, signer=self.signer, node_id=node_id, cluster_id=self.cluster_id,
             verify_key_for=self._voter_key, chunk_size=SNAPSHOT_CHUNK_BYTES,
-            on_installed=self._on_snapshot_installed, applied_index=self._raft_applied_or_zero)
+            # pysyncobj delivers snapshot transmissions only once it exists.
+            on_installed=self._on_snapshot_installed, applied_index=lambda: self.raft_last_applied)
         if self.snapshots.finish_interrupted_install(store):
             self._last_applied = store.applied_index()
 
@@ -263,11 +264,6 @@ class RaftEngine:
     def raft_last_applied(self) -> int:
         return int(self._sync.raftLastApplied)
 
-    def _raft_applied_or_zero(self) -> int:
-        """pysyncobj's last applied index; 0 before it exists (snapshots arrive only after)."""
-        sync = getattr(self, "_sync", None)
-        return int(sync.raftLastApplied) if sync is not None else 0
-
     @property
     def has_quorum(self) -> bool:
         return bool(self._sync.hasQuorum)
@@ -281,7 +277,7 @@ class RaftEngine:
         A node whose transport fenced itself after a failed journal fsync (decision 0017) neither
         handles nor sends Raft messages until restarted: it counts as cut off, whatever still arrives.
         """
-        if getattr(self.transport, "fenced", False):
+        if self.transport.fenced:
             return True
         voters = len(self.peer_ids) + 1
         if voters == 1:
