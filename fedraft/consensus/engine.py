@@ -35,7 +35,7 @@ from fedraft._proto.fedraft.v1 import entries_pb2 as pb
 from fedraft.consensus.applier import APPLY_VERSION, MAX_ENTRY_BYTES, AppliedEntry, Applier
 from fedraft.consensus.handlers import next_deadline
 from fedraft.consensus.journal import LmdbJournal
-from fedraft.consensus.raft_patches import ConflictOnlyTruncation
+from fedraft.consensus.raft_patches import ConflictOnlyTruncation, ShortCandidateRound
 from fedraft.consensus.snapshot import SnapshotSerializer, read_header
 from fedraft.crypto.envelopes import build_envelope, new_request_id
 from fedraft.crypto.signing import CTX_ENTRY, Identity, Signer
@@ -115,7 +115,7 @@ class _BarrierGroup:
     futures: list[Future[int]] = field(default_factory=list)
 
 
-class _SyncObj(ConflictOnlyTruncation, SyncObj):  # type: ignore[misc]
+class _SyncObj(ConflictOnlyTruncation, ShortCandidateRound, SyncObj):  # type: ignore[misc]
     def __init__(self, engine: RaftEngine, *args: Any, **kwargs: Any) -> None:
         self._engine = engine
         super().__init__(*args, **kwargs)

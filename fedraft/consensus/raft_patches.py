@@ -16,6 +16,13 @@ the message's commit_index at the last entry the message vouches for (a kept suf
 still be overwritten by this leader and must not be applied); and it refuses a conflict at or below
 the commit index, which a correct leader never sends.
 
+`ShortCandidateRound` changes how long a candidate waits for votes (decision 0016, "A lost election
+round"). Stock pysyncobj (`_onTick`, ~l.634) gives each new round a fresh full election timeout,
+uniform(raftMinTimeout, raftMaxTimeout); after a split vote both candidates then idle 1-2 s before
+retrying, and a failover needs 2-4 s instead of 1-2 s. Here a node that becomes or stays candidate
+retries after uniform(0.25, 0.5) x raftMinTimeout; a node that hears a leader or grants a vote keeps
+the full range (pysyncobj sets those deadlines itself, never through the state change).
+
 It works on pysyncobj's name-mangled internals, so the import checks the exact version it was written for.
 """
 
@@ -26,11 +33,14 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import pysyncobj.syncobj as _ps
+from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.version import VERSION as _PYSYNCOBJ_VERSION
 
 from fedraft.errors import InvariantBroken
 
-__all__ = ["ConflictOnlyTruncation", "TrimmedAppend", "backup_hint", "trim_append_entries"]
+__all__ = ["CANDIDATE_ROUND", "ConflictOnlyTruncation", "ShortCandidateRound", "TrimmedAppend", "backup_hint",
+           "candidate_round", "trim_append_entries"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +48,7 @@ PATCHED_VERSION = "0.3.17"
 if _PYSYNCOBJ_VERSION != PATCHED_VERSION:
     raise InvariantBroken(
         f"fedraft.consensus.raft_patches was written against pysyncobj {PATCHED_VERSION}, found "
-        f"{_PYSYNCOBJ_VERSION}: re-check its append_entries handler before moving the pin")
+        f"{_PYSYNCOBJ_VERSION}: re-check its append_entries handler and election timer before moving the pin")
 
 Entry = tuple[bytes, int, int]
 
@@ -190,3 +200,33 @@ class ConflictOnlyTruncation:
         if fromIDx <= int(raft._SyncObj__raftCommitIndex):
             raise InvariantBroken(f"refusing to truncate the log at {fromIDx}, at or below the commit index")
         super()._SyncObj__deleteEntriesFrom(fromIDx)  # type: ignore[misc]
+
+
+# A candidate's round, as fractions of raftMinTimeout: 250-500 ms with the default 1-2 s timeouts.
+# The floor stays well above a vote round trip (two ticks, the fsync of the term and vote on each side,
+# gRPC on loopback: tens of ms, ~100 ms on a loaded 2-core machine); the width keeps two candidates
+# of a split vote from retrying within one round trip of each other most of the time.
+CANDIDATE_ROUND = (0.25, 0.5)
+
+
+def candidate_round(raft_min_timeout: float, draw: float) -> float:
+    """Seconds a candidate waits for votes before its next round; `draw` is uniform in [0, 1)."""
+    low, high = CANDIDATE_ROUND
+    return raft_min_timeout * (low + (high - low) * draw)
+
+
+class ShortCandidateRound:
+    """Mix in before pysyncobj's SyncObj: `class X(ShortCandidateRound, SyncObj)`.
+
+    pysyncobj enters CANDIDATE only in `_onTick`, when the election deadline passed, and sets the
+    next deadline (a full timeout) just before the state change; this shortens it right after. The
+    draw goes through `pysyncobj.syncobj.random` and `monotonicTime` as pysyncobj's own does, so the
+    simulation's seeded RNG and clock drive it too.
+    """
+
+    def _SyncObj__setState(self, newState: int) -> None:
+        super()._SyncObj__setState(newState)  # type: ignore[misc]
+        if newState == _RAFT_STATE.CANDIDATE:
+            raft: Any = self
+            raft._SyncObj__raftElectionDeadline = _ps.monotonicTime() + candidate_round(
+                float(raft._SyncObj__conf.raftMinTimeout), _ps.random.random())
