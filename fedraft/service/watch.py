@@ -40,6 +40,7 @@ HISTORY_CHUNK = 256             # archive entries read per read transaction
 PROGRESS_S = 5.0                # an idle stream sends a progress report this often
 IDLE_CATCH_UP_S = 1.0           # the hub looks for entries applied without its listener this often
 WAKE_S = 0.5                    # a waiting stream checks its caller (cancelled, lockdown) this often
+BATCH_WINDOW_S = 0.01           # the hub gathers applied entries this long after the first (decision 0018)
 BARRIER = "barrier"
 
 
@@ -171,6 +172,7 @@ class WatchHub:
         self._streams = 0
         self._inbox: queue.SimpleQueue[AppliedEntry | _Snapshot | None] = queue.SimpleQueue()
         self._stopping = False
+        self._stop_event = threading.Event()  # cuts the batch window short on stop
         self._thread: threading.Thread | None = None
 
     # ----- listeners (tick thread: enqueue only) -----
@@ -189,6 +191,7 @@ class WatchHub:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        self._stop_event.set()
         self._inbox.put(None)
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -206,6 +209,9 @@ class WatchHub:
             except queue.Empty:
                 self._safely(self._catch_up_idle)
                 continue
+            if first is not None:
+                # One wake-up and one results transaction per window, not per entry (decision 0018).
+                self._stop_event.wait(BATCH_WINDOW_S)
             batch = [first]
             while len(batch) < 256:
                 try:
