@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 
 from fedraft.domain.scheduler.feasible import FILTER_NAMES, Refused
 from fedraft.domain.scheduler.rank import PARTS
@@ -47,20 +48,34 @@ def _cut(text: str) -> str:
 
 
 def encode_explanation(e: Explanation) -> bytes:
-    doc = {
-        "v": FORMAT,
-        "c": _cut(e.chosen),
-        "w": _cut(e.worker),
-        "g": [_cut(g) for g in e.gpus],
-        "n": _cut(e.note),
-        "wt": list(e.weights),
-        "s": [[_cut(s.pool), s.total, list(s.parts)] for s in e.scored],
-        "r": [[r.filter, r.count, [[_cut(p), _cut(why)] for p, why in r.examples]] for r in e.refused],
-        "u": e.unranked,
-        "p": [_cut(p) for p in e.preempted[:MAX_PREEMPTED]],
-        "pn": e.preempted_total,
-    }
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    """Compact JSON: the bytes `json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)`
+    gives for the document below (keys in sorted order), written out directly because apply encodes one
+    per placement (tests hold the two together)."""
+    s = _text
+    scored = ",".join([f"[{_plain(p.pool if len(p.pool) <= MAX_TEXT else _cut(p.pool))},{_int(p.total)},["
+                       + ",".join(map(_int, p.parts)) + "]]" for p in e.scored])
+    refused = ",".join(f"[{_plain(r.filter)},{_int(r.count)},["
+                       + ",".join(f"[{s(p)},{s(why)}]" for p, why in r.examples) + "]]" for r in e.refused)
+    preempted = _text_list(e.preempted[:MAX_PREEMPTED])
+    return (f'{{"c":{s(e.chosen)},"g":{_text_list(e.gpus)},"n":{s(e.note)},"p":{preempted},'
+            f'"pn":{_int(e.preempted_total)},"r":[{refused}],"s":[{scored}],"u":{_int(e.unranked)},'
+            f'"v":{FORMAT},"w":{s(e.worker)},"wt":{_int_list(e.weights)}}}').encode("ascii")
+
+
+_plain = encode_basestring_ascii  # a JSON string literal, non-ASCII escaped (what json.dumps writes)
+_int = int.__repr__               # what json.dumps writes for an int (an IntEnum too)
+
+
+def _text(text: str) -> str:
+    return _plain(_cut(text))
+
+
+def _text_list(texts: tuple[str, ...]) -> str:
+    return "[" + ",".join(_plain(_cut(t)) for t in texts) + "]"
+
+
+def _int_list(values: tuple[int, ...]) -> str:
+    return "[" + ",".join(map(int.__repr__, values)) + "]"
 
 
 def _strs(value: object) -> tuple[str, ...]:

@@ -110,10 +110,11 @@ class Scorer:
 
         The view keeps pools bucketed by shape (region, tier, free capacity). A bucket's bound is the
         best total any of its pools can have (spread 100, and for CPU work the free part before this
-        placement). In a GPU shape only spread varies, so its pools are scored in bulk, one set per
-        count of the submitter's workloads there; CPU shapes are scored pool by pool. A total is
-        yielded only once every bucket whose bound reaches it has been scored, so nothing unseen can
-        still tie with or beat it.
+        placement). In a GPU shape only spread varies: the view keeps, per submitter, the shape's pools
+        by count of its workloads there (`submitter_spread`), so a reached shape is split into exact
+        totals without touching its pools, and a part is narrowed to `ids` only when its total is the
+        best one left. CPU shapes are scored pool by pool. A total is yielded only once every bucket
+        whose bound reaches it has been split or scored, so nothing unseen can still tie with or beat it.
         """
         view, req = self.view, self.req
         w_free, _, w_locality, _, _, w_spread = self.weights
@@ -121,7 +122,6 @@ class Scorer:
         replicas = view.replica_pools(req.spec.model) if req.spec.model and w_locality else frozenset()
         mine = view.submitter_pools(req.submitter) if w_spread else set()
         counts = view.submitter_counts(req.submitter)
-        levels = sorted(view.submitter_levels(req.submitter).items()) if w_spread else []
         want = req.spec.cpu_millis
         capacity = view.capacity
         spec_gpus = req.spec.gpus
@@ -164,31 +164,43 @@ class Scorer:
                     buckets.append((bound + w_locality * 100, shape, True, of_shape, True))
                 buckets.append((bound, shape, False, of_shape, True))
         buckets.sort(key=lambda b: (-b[0], b[1], b[2]))
-        pending: dict[int, list[str]] = {}
+        # total -> (pools scored one by one, lazy parts): a part is (pools, narrow to `ids` and split by replica,
+        # holds a replica, pools to leave out), materialized only when its total is the best one left.
+        pending: dict[int, tuple[list[str], list[tuple[Set[str], bool, bool, Set[str] | None]]]] = {}
+        spread_of = view.submitter_spread(req.submitter) if gpu_work and w_spread else {}
         i = 0
         while True:
             while i < len(buckets) and (not pending or buckets[i][0] >= max(pending)):
-                bound, (region, tier, _, _), has_replica, found_members, cut = buckets[i]
+                bound, shape, has_replica, members, cut = buckets[i]
                 i += 1
-                members = found_members
+                if gpu_work:
+                    # Free part exact per shape: only spread varies, by how much the submitter runs there.
+                    if cut:  # exact (shape, n) buckets from the view: nothing is intersected before it is the top
+                        by_count = spread_of.get(shape)
+                        if not by_count:
+                            _lazy(pending, bound).append((members, True, has_replica, None))
+                            continue
+                        if sum(len(at) for at in by_count.values()) < len(members):
+                            _lazy(pending, bound).append((members, True, has_replica, mine))
+                        for count, at in by_count.items():
+                            total = bound - w_spread * 100 + w_spread * (100 // (1 + count))
+                            _lazy(pending, total).append((at, True, has_replica, None))
+                        continue
+                    if not mine:
+                        _lazy(pending, bound).append((members, False, has_replica, None))
+                        continue
+                    for pool_id in members:  # few pools, already narrowed: by count one by one
+                        count = counts.get(pool_id, 0)
+                        total = bound - w_spread * 100 + w_spread * (100 // (1 + count)) if count else bound
+                        _ready(pending, total).append(pool_id)
+                    continue
                 if cut:  # narrowed now: the pools of the shape among `ids`, with or without a replica
                     members = members & ids
                     if replicas:
                         members = members & replicas if has_replica else members - replicas
                     if not members:
                         continue
-                if gpu_work:
-                    # Free part exact per shape: only spread varies, by how much the submitter runs there.
-                    plain = members - mine if mine else members
-                    if plain:
-                        pending.setdefault(bound, []).extend(plain)
-                    if len(plain) < len(members):
-                        for count, at in levels:
-                            hit = members & at
-                            if hit:
-                                total = bound - w_spread * 100 + w_spread * (100 // (1 + count))
-                                pending.setdefault(total, []).extend(hit)
-                    continue
+                region, tier, _, _ = shape
                 fixed = self._base(region, tier) + (w_locality * 100 if has_replica else 0)
                 for pool_id in members:
                     cap = capacity(pool_id)
@@ -197,12 +209,34 @@ class Scorer:
                     free, cpu_total = cap.cpu_free, cap.cpu_total
                     if cpu_total > 0 and free > want:
                         total += w_free * ((free - want) * 100 // cpu_total)
-                    found = pending.get(total)
-                    if found is None:
-                        pending[total] = [pool_id]
-                    else:
-                        found.append(pool_id)
+                    _ready(pending, total).append(pool_id)
             if not pending:
                 return
             top = max(pending)
-            yield top, pending.pop(top)
+            ready, parts = pending.pop(top)
+            for part, cut, has_replica, leave_out in parts:
+                if cut:
+                    part = part & ids
+                    if replicas:
+                        part = part & replicas if has_replica else part - replicas
+                if leave_out:
+                    part = part - leave_out
+                ready.extend(part)
+            if ready:
+                yield top, ready
+
+
+def _lazy(pending: dict[int, tuple[list[str], list[tuple[Set[str], bool, bool, Set[str] | None]]]],
+          total: int) -> list[tuple[Set[str], bool, bool, Set[str] | None]]:
+    found = pending.get(total)
+    if found is None:
+        found = pending[total] = ([], [])
+    return found[1]
+
+
+def _ready(pending: dict[int, tuple[list[str], list[tuple[Set[str], bool, bool, Set[str] | None]]]],
+           total: int) -> list[str]:
+    found = pending.get(total)
+    if found is None:
+        found = pending[total] = ([], [])
+    return found[0]

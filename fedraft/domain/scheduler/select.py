@@ -22,14 +22,14 @@ def tie_key(index: int, request_id: bytes, pool_id: str) -> bytes:
 
 def tie_order(index: int, request_id: bytes, ids: Iterable[str]) -> list[str]:
     """Tied pools in tie-break order: by sha256(index || request_id || id), then id."""
-    start = sha256(index.to_bytes(8, "big") + request_id)
-
-    def key(pool_id: str) -> tuple[bytes, str]:
-        h = start.copy()
+    copy = sha256(index.to_bytes(8, "big") + request_id).copy
+    keyed: list[tuple[bytes, str]] = []
+    for pool_id in ids:  # the same keys as tie_key, the prefix hashed once
+        h = copy()
         h.update(pool_id.encode())
-        return h.digest(), pool_id
-
-    return sorted(ids, key=key)
+        keyed.append((h.digest(), pool_id))
+    keyed.sort()
+    return [pool_id for _, pool_id in keyed]
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,6 @@ def select(
     chosen: Fit | None = None
     shown: list[tuple[str, int]] = []
     misfits: list[tuple[str, str, str]] = []
-    checked = 0
     checked = 0
     for total, members in groups:
         order = tie_order(index, request_id, members) if winner is None else sorted(members)

@@ -9,12 +9,13 @@ order), so string-hash randomization can never change a decision between two nod
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Set
+from collections.abc import Iterable, Mapping, Set
 from hashlib import sha256
 from heapq import nsmallest
 from typing import Any
 
 from fedraft.domain.placement.model import Gpu, Health, Pool, Trust, Workload
+from fedraft.domain.scheduler.spread import SpreadIndex
 
 
 class WorkerFree:
@@ -100,6 +101,7 @@ class FederationView:
         self._by_submitter: dict[str, dict[str, int]] = {}  # submitter pool -> pool -> workloads there
         self._submitter_set: dict[str, set[str]] = {}      # the same pools, as a set
         self._levels: dict[str, dict[int, set[str]]] = {}   # submitter pool -> n -> pools where it has n
+        self._spread = SpreadIndex()                        # submitter pool -> GPU shape -> n -> pools
         self._priorities: dict[str, dict[int, int]] = {}    # pool -> priority -> workloads there
         # preemption: per (pool, worker) the booked work in eviction order, and which pools hold GPUs per priority
         self._victims: dict[tuple[str, str], list[Victim]] = {}
@@ -186,7 +188,8 @@ class FederationView:
         if pool.id in self._index:
             was = self._index[pool.id]
             index.max_free, index.one_eviction, index.reclaim = was.max_free, was.one_eviction, was.reclaim
-            self._unshape(pool.id, self._index[pool.id])
+            self._unshape(pool.id, was)
+            self._spread.reshape(pool.id, was.gpu_key, None)
         self._index[pool.id] = index
         for worker, (cpu, ram) in sorted(self._used.get(pool.id, {}).items()):
             if worker in index.workers:
@@ -219,7 +222,8 @@ class FederationView:
         index.cpu_free = sum(max(0, w.cpu) for w in index.workers.values())
         region, tier = index.pool.region, index.pool.tier
         index.cpu_key = (region, tier, index.cpu_free * 100 // index.cpu_total if index.cpu_total > 0 else 0, 100)
-        index.gpu_key = (region, tier, index.free_units, index.total_units)
+        old_gpu_key, index.gpu_key = index.gpu_key, (region, tier, index.free_units, index.total_units)
+        self._spread.reshape(pool_id, old_gpu_key, index.gpu_key)
         self._shapes[0].setdefault(index.cpu_key, set()).add(pool_id)
         self._shapes[1].setdefault(index.gpu_key, set()).add(pool_id)
         new_max = max((len(w.free) for w in index.workers.values()), default=0)
@@ -437,6 +441,8 @@ class FederationView:
         self._refresh(pool_id, index, worker)
 
     def _move_level(self, submitter_pool: str, pool_id: str, old: int, new: int) -> None:
+        index = self._index.get(pool_id)
+        self._spread.count(submitter_pool, pool_id, index.gpu_key if index is not None else None, old, new)
         levels = self._levels.setdefault(submitter_pool, {})
         if old:
             levels[old].discard(pool_id)
@@ -486,6 +492,11 @@ class FederationView:
     def submitter_levels(self, submitter_pool: str) -> dict[int, set[str]]:
         """n -> pools where `submitter_pool` has exactly n booked workloads (read only; n >= 1)."""
         return self._levels.get(submitter_pool, {})
+
+    def submitter_spread(self, submitter_pool: str) -> Mapping[Shape, Mapping[int, set[str]]]:
+        """GPU shape -> n -> pools where `submitter_pool` has exactly n booked workloads, n >= 1 (read only;
+        reduce order-independently)."""
+        return self._spread.of(submitter_pool)
 
     def submitter_pools(self, submitter_pool: str) -> set[str]:
         """Pools where `submitter_pool` has booked workloads (read only; reduce order-independently)."""
@@ -552,9 +563,14 @@ class FederationView:
         """sha256 of `canonical()`: equal for a maintained view and a fresh build of the same state."""
         return sha256(repr(sorted(self.canonical().items())).encode()).digest()
 
+    def indexes(self) -> dict[str, object]:
+        """Indexes derived from `canonical()`'s parts, canonically (kept out of `fingerprint`, which the
+        golden digests hash; compared by `differences`)."""
+        return {"spread": self._spread.canonical()}
+
     def differences(self, other: FederationView) -> tuple[str, ...]:
-        """The names of the canonical parts in which the two views differ."""
-        mine, theirs = self.canonical(), other.canonical()
+        """The names of the canonical parts and derived indexes in which the two views differ."""
+        mine, theirs = {**self.canonical(), **self.indexes()}, {**other.canonical(), **other.indexes()}
         return tuple(name for name in mine if mine[name] != theirs[name])
 
     def ids_reclaiming_at(self, count: int, priority: int) -> set[str]:
