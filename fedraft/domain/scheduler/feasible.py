@@ -258,19 +258,23 @@ def with_free_units(view: FederationView, req: Request, ids: frozenset[str]) -> 
     if not req.gpu_work:
         return ids, None
     kept = ids & view.ids_with_free_units(req.spec.gpus)
-    if len(kept) == len(ids):
+    short = len(ids) - len(kept)
+    if not short:
         return kept, None
-    return kept, _refused(view, req, "gpus", ids - kept)
+    # The refused pools are counted, and only their lowest few named: no set of them is built.
+    return kept, _refused(view, req, "gpus", ids, short, view.lowest_ids_without(ids, kept, EXAMPLES, short))
 
 
-def _refused(view: FederationView, req: Request, name: str, ids: Set[str]) -> Refused:
+def _refused(view: FederationView, req: Request, name: str, ids: Set[str], count: int | None = None,
+             lowest: list[str] | None = None) -> Refused:
+    """Refused(name) for the pools `ids` (or, given `count` and `lowest`, that many, the lowest named)."""
     check = _CHECKS[name]
     examples = []
-    for pool_id in view.lowest_ids(ids, EXAMPLES):
+    for pool_id in view.lowest_ids(ids, EXAMPLES) if lowest is None else lowest:
         pool = view.pool(pool_id)
         assert pool is not None
         examples.append((pool_id, check(view, req, pool) or "refused"))
-    return Refused(name, len(ids), tuple(examples))
+    return Refused(name, len(ids) if count is None else count, tuple(examples))
 
 
 def worker_fit(view: FederationView, req: Request, pool_id: str) -> Fit | tuple[str, str]:

@@ -7,9 +7,10 @@ counted as "not ranked" rather than checked (they passed every pool filter and s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from hashlib import sha256
+from heapq import heapify, heappop
 
 from fedraft.domain.scheduler.feasible import Fit
 
@@ -20,16 +21,19 @@ def tie_key(index: int, request_id: bytes, pool_id: str) -> bytes:
     return sha256(index.to_bytes(8, "big") + request_id + pool_id.encode()).digest()
 
 
-def tie_order(index: int, request_id: bytes, ids: Iterable[str]) -> list[str]:
-    """Tied pools in tie-break order: by sha256(index || request_id || id), then id."""
+def tie_order(index: int, request_id: bytes, ids: Iterable[str]) -> Iterator[str]:
+    """Tied pools in tie-break order: by sha256(index || request_id || id), then id. Lazy: every key is
+    hashed (inherent: the smallest of N hashes needs all N), but the order is taken from a heap as far as
+    the caller walks, so a group of hundreds walked for its first few pools is never fully sorted."""
     copy = sha256(index.to_bytes(8, "big") + request_id).copy
     keyed: list[tuple[bytes, str]] = []
     for pool_id in ids:  # the same keys as tie_key, the prefix hashed once
         h = copy()
         h.update(pool_id.encode())
         keyed.append((h.digest(), pool_id))
-    keyed.sort()
-    return [pool_id for _, pool_id in keyed]
+    heapify(keyed)
+    while keyed:
+        yield heappop(keyed)[1]
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ def select(
     misfits: list[tuple[str, str, str]] = []
     checked = 0
     for total, members in groups:
-        order = tie_order(index, request_id, members) if winner is None else sorted(members)
+        order = tie_order(index, request_id, members) if winner is None else _ascending(members)
         for pool_id in order:
             if winner is not None and len(shown) >= listed:
                 break
@@ -75,3 +79,11 @@ def select(
         if winner is not None and len(shown) >= listed:
             break
     return Selection(winner, chosen, tuple(shown), tuple(misfits), checked)
+
+
+def _ascending(ids: Iterable[str]) -> Iterator[str]:
+    """`ids` in ascending order, lazily (a heap: a group walked for a few pools is never fully sorted)."""
+    heap = list(ids)
+    heapify(heap)
+    while heap:
+        yield heappop(heap)

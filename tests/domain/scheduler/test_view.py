@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from fedraft.domain.placement.model import Health, Phase, Placement, PoolHealth, Trust
+from fedraft.domain.placement.model import Health, Phase, Placement, Pool, PoolHealth, Trust
+from fedraft.domain.scheduler.view import FederationView
 
 from .builders import pool, view, worker, workload
 
@@ -65,3 +66,13 @@ def test_trusted_by_includes_self() -> None:
     assert v.trusted_by("home", Trust.HIGH) == frozenset({"home", "a"})
     assert v.trusted_by("home", Trust.STANDARD) == frozenset({"home", "a", "b"})
     assert v.pools()[0].id == "a" and v.pool("zz") is None
+
+
+def test_lowest_ids_without_walks_or_builds_the_difference_alike() -> None:
+    view = FederationView.build([Pool(f"p{i:02d}") for i in range(40)], (), (), ())
+    ids = {f"p{i:02d}" for i in range(40)}
+    for kept in ({f"p{i:02d}" for i in range(40) if i % 3}, ids - {"p07", "p31"}, ids - {"p39"}, set()):
+        size = len(ids - kept)
+        expected = sorted(ids - kept)[:3]
+        assert view.lowest_ids_without(ids, kept, 3, size) == expected
+    assert view.lowest_ids_without({"p01", "zz", "zy"}, {"p01"}, 3, 2) == ["zy", "zz"]  # ids the view lacks
