@@ -277,8 +277,12 @@ def _refused(view: FederationView, req: Request, name: str, ids: Set[str], count
     return Refused(name, len(ids) if count is None else count, tuple(examples))
 
 
-def worker_fit(view: FederationView, req: Request, pool_id: str) -> Fit | tuple[str, str]:
-    """The worker and GPUs for the workload on this pool, or (refusing filter, reason)."""
+FITS = Fit("", ())  # worker_fit(..., locate=False): the pool fits (where was not asked)
+
+
+def worker_fit(view: FederationView, req: Request, pool_id: str, *, locate: bool = True) -> Fit | tuple[str, str]:
+    """The worker and GPUs for the workload on this pool, or (refusing filter, reason). With
+    `locate=False` a fitting pool gives FITS: the same verdict, without choosing the units."""
     spec = req.spec
     want, floor = spec.gpus, spec.gpu_memory_mb
     best: tuple[int, int, int, str] | None = None
@@ -315,6 +319,8 @@ def worker_fit(view: FederationView, req: Request, pool_id: str) -> Fit | tuple[
         if not cpu_ok:
             return "cpu", f"no worker with the GPUs has {spec.cpu_millis}m CPU free"
         return "ram", f"no worker with the GPUs and CPU has {spec.ram_mb} MiB RAM free"
+    if not locate:
+        return FITS
     worker = best[3]
     free = view.free_gpus_on(pool_id, worker)
     if profile:

@@ -52,11 +52,13 @@ def select(
     index: int,
     request_id: bytes,
     listed: int = LISTED,
+    check: Callable[[str], Fit | tuple[str, str]] | None = None,
 ) -> Selection:
     """Pick the best fitting pool from groups of equal total, given best total first.
 
     The winner's tie group is walked in tie-break order; lower groups, only walked to fill the
-    explanation, by id (their order cannot change the decision).
+    explanation, by id (their order cannot change the decision). Once there is a winner, pools are
+    checked with `check` when given (the same verdict as `fit`, without locating the units).
     """
     winner: str | None = None
     chosen: Fit | None = None
@@ -69,7 +71,7 @@ def select(
             if winner is not None and len(shown) >= listed:
                 break
             checked += 1
-            found = fit(pool_id)
+            found = fit(pool_id) if winner is None or check is None else check(pool_id)
             if isinstance(found, Fit):
                 if winner is None:
                     winner, chosen = pool_id, found

@@ -44,7 +44,8 @@ def place(
     scorer = Scorer(view, req, policy.weights)
     groups = scorer.ranked(candidates)
     # 4. Select: the best total that fits on one worker; ties by the replicated hash, then id.
-    chosen = select(groups, lambda pool_id: worker_fit(view, req, pool_id), index=index, request_id=request_id)
+    chosen = select(groups, lambda pool_id: worker_fit(view, req, pool_id), index=index, request_id=request_id,
+                    check=lambda pool_id: worker_fit(view, req, pool_id, locate=False))
     refusals = _merge(refused, short, chosen.misfits)
     scored = tuple(ScoredPool(p, total, scorer.parts(p)) for p, total in chosen.listed)
     unranked = len(candidates) - chosen.checked
