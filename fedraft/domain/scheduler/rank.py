@@ -15,6 +15,7 @@ Every part is 0..100 and the total is the weighted sum, so the explanation can s
 from __future__ import annotations
 
 from collections.abc import Iterator, Set
+from heapq import heappop, heappush
 
 from fedraft.domain.placement.model import Weights
 from fedraft.domain.scheduler.feasible import Request
@@ -113,8 +114,13 @@ class Scorer:
         placement). In a GPU shape only spread varies: the view keeps, per submitter, the shape's pools
         by count of its workloads there (`submitter_spread`), so a reached shape is split into exact
         totals without touching its pools, and a part is narrowed to `ids` only when its total is the
-        best one left. CPU shapes are scored pool by pool. A total is yielded only once every bucket
-        whose bound reaches it has been split or scored, so nothing unseen can still tie with or beat it.
+        best one left. In a CPU shape the free part is only bounded (free CPU percent before this
+        placement), so its pools are scored one by one; but when it is reached it is first split the same
+        way by the submitter's count there (`submitter_spread(..., gpu_work=False)`), each part bounded
+        with its exact spread, and a part is scored only when its own bound is reached (once the
+        submitter runs work on most pools, a bound assuming spread 100 reached nearly every shape).
+        A total is yielded only once every bucket whose bound reaches it has been split or scored, so
+        nothing unseen can still tie with or beat it.
         """
         view, req = self.view, self.req
         w_free, _, w_locality, _, _, w_spread = self.weights
@@ -122,7 +128,6 @@ class Scorer:
         replicas = view.replica_pools(req.spec.model) if req.spec.model and w_locality else frozenset()
         mine = view.submitter_pools(req.submitter) if w_spread else set()
         counts = view.submitter_counts(req.submitter)
-        want = req.spec.cpu_millis
         capacity = view.capacity
         spec_gpus = req.spec.gpus
         bases: dict[tuple[str, str], int] = {}
@@ -168,9 +173,36 @@ class Scorer:
         # holds a replica, pools to leave out), materialized only when its total is the best one left.
         pending: dict[int, tuple[list[str], list[tuple[Set[str], bool, bool, Set[str] | None]]]] = {}
         spread_of = view.submitter_spread(req.submitter) if gpu_work and w_spread else {}
+        cpu_spread = view.submitter_spread(req.submitter, False) if not gpu_work and w_spread else None
+        # CPU shapes split by spread count when reached, a heap of (-bound, seq, shape, has_replica, pools,
+        # pools to leave out): each is narrowed to `ids` and scored when its bound is reached.
+        split: list[tuple[int, int, Shape, bool, Set[str], Set[str] | None]] = []
+        seq = 0
+        n_buckets = len(buckets)
         i = 0
         while True:
-            while i < len(buckets) and (not pending or buckets[i][0] >= max(pending)):
+            while True:
+                if i < n_buckets:
+                    bound = buckets[i][0]
+                    from_split = bool(split) and -split[0][0] > bound
+                    if from_split:
+                        bound = -split[0][0]
+                elif split:
+                    bound, from_split = -split[0][0], True
+                else:
+                    break
+                if pending and bound < max(pending):
+                    break
+                if from_split:
+                    _, _, shape, has_replica, members, leave_out = heappop(split)
+                    members = members & ids
+                    if leave_out:
+                        members = members - leave_out
+                    if replicas:
+                        members = members & replicas if has_replica else members - replicas
+                    if members:
+                        self._score_cpu(pending, shape, has_replica, members, counts)
+                    continue
                 bound, shape, has_replica, members, cut = buckets[i]
                 i += 1
                 if gpu_work:
@@ -194,22 +226,27 @@ class Scorer:
                         total = bound - w_spread * 100 + w_spread * (100 // (1 + count)) if count else bound
                         _ready(pending, total).append(pool_id)
                     continue
+                if cut and cpu_spread:
+                    by_count = cpu_spread.get(shape)
+                    if by_count:  # the submitter runs work on some of these pools: split by how much
+                        spread_free = bound - w_spread * 100
+                        listed = 0
+                        for count, at in by_count.items():
+                            listed += len(at)
+                            seq += 1
+                            heappush(split, (-(spread_free + w_spread * (100 // (1 + count))), seq, shape,
+                                             has_replica, at, None))
+                        if listed < len(members):
+                            seq += 1
+                            heappush(split, (-bound, seq, shape, has_replica, members, mine))
+                        continue
                 if cut:  # narrowed now: the pools of the shape among `ids`, with or without a replica
                     members = members & ids
                     if replicas:
                         members = members & replicas if has_replica else members - replicas
                     if not members:
                         continue
-                region, tier, _, _ = shape
-                fixed = self._base(region, tier) + (w_locality * 100 if has_replica else 0)
-                for pool_id in members:
-                    cap = capacity(pool_id)
-                    count = counts.get(pool_id, 0)
-                    total = fixed + (w_spread * 100 if not count else w_spread * (100 // (1 + count)))
-                    free, cpu_total = cap.cpu_free, cap.cpu_total
-                    if cpu_total > 0 and free > want:
-                        total += w_free * ((free - want) * 100 // cpu_total)
-                    _ready(pending, total).append(pool_id)
+                self._score_cpu(pending, shape, has_replica, members, counts)
             if not pending:
                 return
             top = max(pending)
@@ -224,6 +261,23 @@ class Scorer:
                 ready.extend(part)
             if ready:
                 yield top, ready
+
+    def _score_cpu(self, pending: dict[int, tuple[list[str], list[tuple[Set[str], bool, bool, Set[str] | None]]]],
+                   shape: Shape, has_replica: bool, members: Set[str], counts: dict[str, int]) -> None:
+        """Score a CPU shape's `members` (narrowed) one by one into `pending` (total -> pools)."""
+        w_free, _, w_locality, _, _, w_spread = self.weights
+        want = self.req.spec.cpu_millis
+        capacity = self.view.capacity
+        region, tier, _, _ = shape
+        fixed = self._base(region, tier) + (w_locality * 100 if has_replica else 0)
+        for pool_id in members:
+            cap = capacity(pool_id)
+            count = counts.get(pool_id, 0)
+            total = fixed + (w_spread * 100 if not count else w_spread * (100 // (1 + count)))
+            free, cpu_total = cap.cpu_free, cap.cpu_total
+            if cpu_total > 0 and free > want:
+                total += w_free * ((free - want) * 100 // cpu_total)
+            _ready(pending, total).append(pool_id)
 
 
 def _lazy(pending: dict[int, tuple[list[str], list[tuple[Set[str], bool, bool, Set[str] | None]]]],

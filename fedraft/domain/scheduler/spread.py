@@ -1,9 +1,12 @@
-"""Exact (GPU shape, spread count) buckets per submitter pool, kept by the view's book/release/set_pool.
+"""(shape, spread count) buckets per submitter pool, kept by the view's book/release/set_pool.
 
 For GPU work a pool's total is fixed by its shape (region, tier, free and total units), whether it
 holds a replica, and how many of the submitter's booked workloads run there (the spread part). Keeping,
 per submitter, shape -> n -> the pools where it has exactly n, lets ranking score a shape's pools in
-bulk per exact total and intersect only the top group's pools with the candidates.
+bulk per exact total and intersect only the top group's pools with the candidates. The view keeps a
+second instance over CPU shapes (free CPU percent now): there the free part is only bounded by the
+shape, so ranking uses the split for exact spread in each sub-bucket's bound and still scores the pools
+of a reached sub-bucket one by one.
 
 Redundant with the view's shapes and submitter counts (a view built afresh has the same index):
 `FederationView.differences` compares it, `fingerprint` leaves it out. Sets only; readers reduce them
@@ -18,7 +21,7 @@ Shape = tuple[str, str, int, int]
 
 
 class SpreadIndex:
-    """submitter pool -> GPU shape -> n -> pools where the submitter has exactly n booked workloads (n >= 1).
+    """submitter pool -> shape -> n -> pools where the submitter has exactly n booked workloads (n >= 1).
 
     A pool not yet given a shape (booked before its record arrived) is counted but not bucketed until
     `reshape` gives it one."""
@@ -45,7 +48,7 @@ class SpreadIndex:
         self._move(submitter, pool_id, shape, old, shape, new)
 
     def reshape(self, pool_id: str, old: Shape | None, new: Shape | None) -> None:
-        """The pool's GPU shape went from `old` to `new` (None: none yet, or being replaced)."""
+        """The pool's shape went from `old` to `new` (None: none yet, or being replaced)."""
         if old == new:
             return
         for submitter, n in self._on.get(pool_id, {}).items():

@@ -102,6 +102,7 @@ class FederationView:
         self._submitter_set: dict[str, set[str]] = {}      # the same pools, as a set
         self._levels: dict[str, dict[int, set[str]]] = {}   # submitter pool -> n -> pools where it has n
         self._spread = SpreadIndex()                        # submitter pool -> GPU shape -> n -> pools
+        self._cpu_spread = SpreadIndex()                    # submitter pool -> CPU shape -> n -> pools
         self._priorities: dict[str, dict[int, int]] = {}    # pool -> priority -> workloads there
         # preemption: per (pool, worker) the booked work in eviction order, and which pools hold GPUs per priority
         self._victims: dict[tuple[str, str], list[Victim]] = {}
@@ -204,6 +205,7 @@ class FederationView:
             index.max_free, index.one_eviction, index.reclaim = was.max_free, was.one_eviction, was.reclaim
             self._unshape(pool.id, was)
             self._spread.reshape(pool.id, was.gpu_key, None)
+            self._cpu_spread.reshape(pool.id, was.cpu_key, None)
         self._index[pool.id] = index
         for worker, (cpu, ram) in sorted(self._used.get(pool.id, {}).items()):
             if worker in index.workers:
@@ -235,7 +237,9 @@ class FederationView:
         self._unshape(pool_id, index)
         index.cpu_free = sum(max(0, w.cpu) for w in index.workers.values())
         region, tier = index.pool.region, index.pool.tier
-        index.cpu_key = (region, tier, index.cpu_free * 100 // index.cpu_total if index.cpu_total > 0 else 0, 100)
+        old_cpu_key, index.cpu_key = index.cpu_key, (
+            region, tier, index.cpu_free * 100 // index.cpu_total if index.cpu_total > 0 else 0, 100)
+        self._cpu_spread.reshape(pool_id, old_cpu_key, index.cpu_key)
         old_gpu_key, index.gpu_key = index.gpu_key, (region, tier, index.free_units, index.total_units)
         self._spread.reshape(pool_id, old_gpu_key, index.gpu_key)
         self._shapes[0].setdefault(index.cpu_key, set()).add(pool_id)
@@ -457,6 +461,7 @@ class FederationView:
     def _move_level(self, submitter_pool: str, pool_id: str, old: int, new: int) -> None:
         index = self._index.get(pool_id)
         self._spread.count(submitter_pool, pool_id, index.gpu_key if index is not None else None, old, new)
+        self._cpu_spread.count(submitter_pool, pool_id, index.cpu_key if index is not None else None, old, new)
         levels = self._levels.setdefault(submitter_pool, {})
         if old:
             levels[old].discard(pool_id)
@@ -507,10 +512,10 @@ class FederationView:
         """n -> pools where `submitter_pool` has exactly n booked workloads (read only; n >= 1)."""
         return self._levels.get(submitter_pool, {})
 
-    def submitter_spread(self, submitter_pool: str) -> Mapping[Shape, Mapping[int, set[str]]]:
-        """GPU shape -> n -> pools where `submitter_pool` has exactly n booked workloads, n >= 1 (read only;
-        reduce order-independently)."""
-        return self._spread.of(submitter_pool)
+    def submitter_spread(self, submitter_pool: str, gpu_work: bool = True) -> Mapping[Shape, Mapping[int, set[str]]]:
+        """GPU shape (with `gpu_work` False: CPU shape) -> n -> pools where `submitter_pool` has exactly n
+        booked workloads, n >= 1 (read only; reduce order-independently)."""
+        return (self._spread if gpu_work else self._cpu_spread).of(submitter_pool)
 
     def submitter_pools(self, submitter_pool: str) -> set[str]:
         """Pools where `submitter_pool` has booked workloads (read only; reduce order-independently)."""
@@ -580,7 +585,7 @@ class FederationView:
     def indexes(self) -> dict[str, object]:
         """Indexes derived from `canonical()`'s parts, canonically (kept out of `fingerprint`, which the
         golden digests hash; compared by `differences`)."""
-        return {"spread": self._spread.canonical()}
+        return {"spread": self._spread.canonical(), "cpu_spread": self._cpu_spread.canonical()}
 
     def differences(self, other: FederationView) -> tuple[str, ...]:
         """The names of the canonical parts and derived indexes in which the two views differ."""

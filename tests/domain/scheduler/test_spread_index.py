@@ -1,6 +1,6 @@
-"""The view's (submitter, GPU shape, spread count) index kept by book/release/set_pool equals one built
-from scratch after random sequences of bookings, releases and pool changes (hypothesis), and holds
-exactly the pools a plain reading of the view gives."""
+"""The view's (submitter, GPU shape, spread count) and (submitter, CPU shape, spread count) indexes kept by
+book/release/set_pool equal ones built from scratch after random sequences of bookings, releases and pool
+changes (hypothesis), and hold exactly the pools a plain reading of the view gives."""
 
 from __future__ import annotations
 
@@ -46,14 +46,16 @@ def _changed(pool: Pool, change: str, n: int) -> Pool:
     return replace(pool, inventory=Inventory(tuple(workers)))
 
 
-def _plain(view: FederationView, submitter: str) -> dict[tuple[tuple[str, str, int, int], int], set[str]]:
+def _plain(view: FederationView, submitter: str, gpu_work: bool = True,
+           ) -> dict[tuple[tuple[str, str, int, int], int], set[str]]:
     out: dict[tuple[tuple[str, str, int, int], int], set[str]] = {}
     for pool_id in view.pool_ids():
         n = view.submitter_count(submitter, pool_id)
         if n:
             cap = view.capacity(pool_id)
-            assert cap.gpu_key is not None
-            out.setdefault((cap.gpu_key, n), set()).add(pool_id)
+            key = cap.gpu_key if gpu_work else cap.cpu_key
+            assert key is not None
+            out.setdefault((key, n), set()).add(pool_id)
     return out
 
 
@@ -94,9 +96,10 @@ def test_kept_spread_index_equals_a_fresh_build(
         fresh = FederationView.build(pools.values(), work.values(), pairings, [])
         assert view.differences(fresh) == ()
         for s in SUBMITTERS:
-            kept = {(shape, count): set(at) for shape, by in view.submitter_spread(s).items()
-                    for count, at in by.items()}
-            assert kept == _plain(view, s)
+            for gpu_work in (True, False):
+                kept = {(shape, count): set(at) for shape, by in view.submitter_spread(s, gpu_work).items()
+                        for count, at in by.items()}
+                assert kept == _plain(view, s, gpu_work)
 
 
 def test_a_pool_booked_before_its_record_is_bucketed_when_it_arrives() -> None:
@@ -108,5 +111,7 @@ def test_a_pool_booked_before_its_record_is_bucketed_when_it_arrives() -> None:
     assert view.submitter_spread("s") == {}
     view.set_pool(pool)
     assert view.submitter_spread("s") == {("eu", "gpu", 0, 0): {1: {"p"}}}
+    assert view.submitter_spread("s", gpu_work=False) == {("eu", "gpu", 0, 100): {1: {"p"}}}
     view.release("a")
     assert view.submitter_spread("s") == {}
+    assert view.submitter_spread("s", gpu_work=False) == {}
