@@ -189,7 +189,8 @@ class RaftEngine:
             snapshot_path, source=store, signer=self.signer, node_id=node_id, cluster_id=self.cluster_id,
             verify_key_for=self._voter_key, chunk_size=SNAPSHOT_CHUNK_BYTES,
             # pysyncobj delivers snapshot transmissions only once it exists.
-            on_installed=self._on_snapshot_installed, applied_index=lambda: self.raft_last_applied)
+            on_installed=self._on_snapshot_installed, applied_index=lambda: self.raft_last_applied,
+            journal=self.journal)
         if self.snapshots.finish_interrupted_install(store):
             self._last_applied = store.applied_index()
 

@@ -121,6 +121,18 @@ class SnapshotSource(Protocol):
         ...
 
 
+class HeldEntries(Protocol):
+    """What the receiver reads of this node's Raft journal (LmdbJournal's methods)."""
+
+    def term_at(self, index: int) -> int | None:
+        """The term of the entry at `index`, or None if the journal does not hold it."""
+        ...
+
+    def first_index(self) -> int | None:
+        """The index of the journal's first entry, or None when it is empty."""
+        ...
+
+
 class InstallTarget(Protocol):
     """What `SnapshotSerializer.finish_interrupted_install` needs of the state store."""
 
@@ -382,9 +394,12 @@ class SnapshotSerializer:
         clock: Callable[[], float] = time.monotonic,
         on_installed: Callable[[int], None] | None = None,
         applied_index: Callable[[], int] | None = None,
+        journal: HeldEntries | None = None,
     ) -> None:
         """`on_installed(index)` is called on the tick thread after a received snapshot replaced the state.
-        `applied_index()` is the Raft index this node has applied: a snapshot at or below it is refused."""
+        `applied_index()` is the Raft index this node has applied: a snapshot at or below it is refused.
+        `journal` is this node's Raft journal: a snapshot whose last entry it holds (with every entry
+        after the applied index) is not installed; the node catches up from its own log instead."""
         if len(cluster_id) != CLUSTER_ID_LEN:
             raise ConfigError(f"a cluster id has {CLUSTER_ID_LEN} bytes, got {len(cluster_id)}")
         if not 1 <= len(node_id.encode()) <= MAX_NODE_ID_BYTES:
@@ -403,6 +418,7 @@ class SnapshotSerializer:
         self._clock = clock
         self._on_installed = on_installed
         self._applied_index = applied_index
+        self._journal = journal
         # Guards the rename into `path` against the worker; everything else is tick-thread only.
         self._lock = threading.Lock()
         self._generation = 0
@@ -622,6 +638,14 @@ class SnapshotSerializer:
             if applied is not None and header.index <= applied:
                 raise DecodeError(f"snapshot at index {header.index} is not past this node's applied index "
                                   f"{applied} (a stale or repeated transmission)")
+            if applied is not None and self._holds_through(header, applied):
+                # Raft's InstallSnapshot rule 6: pysyncobj would clear the journal on the load and drop
+                # the entries after the snapshot's, which this node may have acknowledged (decision 0019).
+                log.info("snapshot at index %d term %d not installed: the journal holds that entry and every "
+                         "entry after the applied index %d; applying them keeps the entries after it",
+                         header.index, header.term, applied)
+                self._discard_incoming()
+                return False
             # The signed header names the state's digest: recompute it from the body, so a state
             # that is not the one the signer digested is never installed (one scan, per install).
             if self._source.body_digest(incoming.body_path) != header.state_digest:
@@ -655,6 +679,16 @@ class SnapshotSerializer:
             except Exception:  # the owner's code: a listener never breaks an install
                 log.exception("snapshot install listener failed")
         return True
+
+    def _holds_through(self, header: SnapshotHeader, applied: int) -> bool:
+        """Whether the journal holds the snapshot's last entry (same index and term) and every entry from
+        `applied` + 1 up to it. By Raft's log matching the journal then agrees with the log the snapshot
+        was taken from up to its index, and applying those entries yields the snapshot's state."""
+        if self._journal is None:
+            return False
+        first = self._journal.first_index()
+        return (first is not None and first <= applied + 1
+                and self._journal.term_at(header.index) == header.term)
 
     def _check_header(self, header: SnapshotHeader) -> None:
         if header.cluster_id != self._cluster_id:

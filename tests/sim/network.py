@@ -70,6 +70,7 @@ class SimNetwork:
         self.alive: set[str] = set(node_ids)
         self.stats = {"sent": 0, "delivered": 0, "dropped": 0, "duplicated": 0, "late": 0}
         self.captured: list[tuple[str, str, bytes]] | None = None  # every frame sent, once a scenario asks
+        self._held: dict[tuple[str, str], list[bytes]] = {}  # links a scenario holds up (`hold`)
 
     # -- topology ------------------------------------------------------------------------------
 
@@ -115,6 +116,10 @@ class SimNetwork:
         if not link.up:
             return False
         self.stats["sent"] += 1
+        held = self._held.get((src, dst))
+        if held is not None:
+            held.append(frame.SerializeToString())
+            return True
         f, rng = self.faults, link.rng
         if rng.random() < f.drop:
             self.stats["dropped"] += 1
@@ -136,6 +141,14 @@ class SimNetwork:
     def _push(self, at: float, src: str, dst: str, link: _Link, data: bytes) -> None:
         link.seq += 1
         heapq.heappush(self._queue, _InFlight(at, (src, dst, link.seq), src, dst, link.conn, data, self.now()))
+
+    def hold(self, src: str, dst: str) -> None:
+        """Hold up every frame sent on src -> dst from now on (a stalled stream; scenario tests)."""
+        self._held.setdefault((src, dst), [])
+
+    def take_held(self, src: str, dst: str) -> list[bytes]:
+        """Stop holding src -> dst; the frames held so far, in order, for the scenario to `inject` or drop."""
+        return self._held.pop((src, dst), [])
 
     def inject(self, src: str, dst: str, data: bytes) -> None:
         """Deliver a frame sent earlier once more, now: a scripted duplicate (scenario tests)."""
