@@ -98,3 +98,38 @@ def test_a_proto_that_does_not_compile_fails_without_writing(tmp_path: Path) -> 
     assert done.returncode != 0
     assert "protoc failed" in done.stderr
     assert not out.exists()
+
+
+def test_missing_lists_every_element_without_a_comment_and_fails(tmp_path: Path) -> None:
+    root = tmp_path / "proto"
+    (root / "sample" / "v1").mkdir(parents=True)
+    (root / "sample" / "v1" / "sample.proto").write_text(SAMPLE)
+    out = tmp_path / "api.md"
+    done = _run("--proto-root", str(root), "--out", str(out), "--missing")
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [  # in the order of the reference; a detached block is no comment
+        "sample/v1/sample.proto:29: service sample.v1.Things has no comment",
+        "sample/v1/sample.proto:32: rpc sample.v1.Things.Follow has no comment",
+        "sample/v1/sample.proto:17: field sample.v1.Ask.mode has no comment",
+        "sample/v1/sample.proto:18: field sample.v1.Ask.inner has no comment",
+        "sample/v1/sample.proto:20: message sample.v1.Ask.Inner has no comment",
+        "sample/v1/sample.proto:21: field sample.v1.Ask.Inner.parts has no comment",
+        "sample/v1/sample.proto:25: message sample.v1.Answer has no comment",
+    ]
+    assert "6 elements" not in done.stderr and "7 elements" in done.stderr
+    assert not out.exists()  # --missing never writes
+
+
+def test_missing_passes_once_every_element_says_what_it_is(tmp_path: Path) -> None:
+    root = tmp_path / "proto"
+    (root / "sample" / "v1").mkdir(parents=True)
+    documented = (SAMPLE.replace("    Mode mode = 3;", "    Mode mode = 3;  // how")
+                  .replace("    Inner inner = 4;", "    Inner inner = 4;  // nested")
+                  .replace("  message Inner {", "  // Parts.\n  message Inner {")
+                  .replace("repeated bytes parts = 1;", "repeated bytes parts = 1;  // in order")
+                  .replace("message Answer {}", "// Empty.\nmessage Answer {}")
+                  .replace("service Things {", "// Things.\nservice Things {")
+                  .replace("  rpc Follow", "  // Every change.\n  rpc Follow"))
+    (root / "sample" / "v1" / "sample.proto").write_text(documented)
+    done = _run("--proto-root", str(root), "--out", str(tmp_path / "api.md"), "--missing")
+    assert (done.returncode, done.stdout) == (0, ""), done.stdout + done.stderr
