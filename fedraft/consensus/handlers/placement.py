@@ -242,7 +242,7 @@ def _submit(ctx: ApplyContext, command: c.Command) -> pb.Result:
     decision = place(view, workload, index=ctx.index, request_id=ctx.request_id, policy=policy,
                      avoid=_flapping(ctx, cached, policy))
     for victim_id in decision.preempted:
-        victim = schema.get_workload(ctx.st, victim_id)
+        victim = view.booked(victim_id)  # the stored record: the view is in step with the state (_cached)
         if victim is None:  # pragma: no cover - the view only knows stored workloads
             continue
         evicted = lifecycle.transition(victim, Phase.PENDING, f"preempted by {workload.id}")

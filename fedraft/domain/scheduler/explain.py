@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
+from typing import NamedTuple
 
 from fedraft.domain.scheduler.feasible import FILTER_NAMES, Refused
 from fedraft.domain.scheduler.rank import PARTS
@@ -19,8 +20,9 @@ MAX_TEXT = 96
 MAX_PREEMPTED = 16
 
 
-@dataclass(frozen=True)
-class ScoredPool:
+class ScoredPool(NamedTuple):
+    """One listed pool (a named tuple, not a frozen dataclass: apply builds up to 16 per placement)."""
+
     pool: str
     total: int
     parts: tuple[int, ...]            # 0..100 each, in rank.PARTS order

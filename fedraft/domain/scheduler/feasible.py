@@ -253,11 +253,16 @@ def narrow(view: FederationView, req: Request) -> tuple[frozenset[str], tuple[Re
     return result
 
 
-def with_free_units(view: FederationView, req: Request, ids: frozenset[str]) -> tuple[frozenset[str], Refused | None]:
-    """Quick capacity cut: drop pools where no worker has `spec.gpus` free units of any memory."""
+def with_free_units(view: FederationView, req: Request, ids: frozenset[str]) -> tuple[Set[str], Refused | None]:
+    """Quick capacity cut: drop pools where no worker has `spec.gpus` free units of any memory.
+
+    The kept pools may be the view's own index set (when `ids` holds every pool): read only, and only
+    until the view next changes."""
     if not req.gpu_work:
         return ids, None
-    kept = ids & view.ids_with_free_units(req.spec.gpus)
+    fitting = view.ids_with_free_units(req.spec.gpus)
+    # `ids` are pools of the view: when they are all of them, the cut is the index itself (no intersection)
+    kept = fitting if len(ids) == len(view.all_ids()) else ids & fitting
     short = len(ids) - len(kept)
     if not short:
         return kept, None
