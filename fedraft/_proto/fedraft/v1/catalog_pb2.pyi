@@ -35,11 +35,15 @@ class PublishModel(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     GPU_MEMORY_MB_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """the model name: 1-63 characters of a-z, 0-9, '.', '_', '-', starting alphanumeric"""
     version: _builtins.int
+    """1..2^63-1, above every published version of `name` (gaps allowed)"""
     sha256: _builtins.bytes
     """32 bytes: the digest of the model's bytes"""
     size_bytes: _builtins.int
+    """the model's size in bytes, at least 1"""
     gpu_memory_mb: _builtins.int
+    """GPU memory (MiB) one replica needs to serve it, 0..2^40; 0: not given (stored, not yet used by placement)"""
     def __init__(
         self,
         *,
@@ -69,8 +73,11 @@ class ReportReplica(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     POOL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """a model in the catalog (NOT_FOUND otherwise)"""
     version: _builtins.int
+    """a published version of it; older than the pool's recorded one: accepted, nothing changes"""
     pool: _builtins.str
+    """must be the author's own pool (PERMISSION_DENIED otherwise); empty: the author's pool"""
     def __init__(
         self,
         *,
@@ -95,7 +102,9 @@ class PromoteMaster(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     POOL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """a model in the catalog"""
     pool: _builtins.str
+    """the new master: a registered pool other than the proposer's, holding the latest version"""
     def __init__(
         self,
         *,
@@ -112,7 +121,10 @@ Global___PromoteMaster: _TypeAlias = PromoteMaster  # noqa: Y015
 
 @_typing.final
 class ModelVersionRecord(_message.Message):
-    """---- records as the replicated state stores them ----"""
+    """---- records as the replicated state stores them ----
+
+    One published version of a model (from its PublishModel), kept for good.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -124,12 +136,19 @@ class ModelVersionRecord(_message.Message):
     PUBLISHED_INDEX_FIELD_NUMBER: _builtins.int
     PUBLISHED_BY_FIELD_NUMBER: _builtins.int
     version: _builtins.int
+    """the version number (PublishModel.version)"""
     sha256: _builtins.bytes
+    """32 bytes: the digest of the model's bytes"""
     size_bytes: _builtins.int
+    """the model's size in bytes"""
     gpu_memory_mb: _builtins.int
+    """GPU memory (MiB) one replica needs; 0: not given"""
     published_ms: _builtins.int
+    """effective time of the PublishModel entry"""
     published_index: _builtins.int
+    """log index of the PublishModel entry"""
     published_by: _builtins.str
+    """the pool that published it (the master then)"""
     def __init__(
         self,
         *,
@@ -151,14 +170,19 @@ Global___ModelVersionRecord: _TypeAlias = ModelVersionRecord  # noqa: Y015
 
 @_typing.final
 class ReplicaRecord(_message.Message):
+    """A satellite pool's newest verified copy of a model (from ReportReplica)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POOL_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     REPORTED_MS_FIELD_NUMBER: _builtins.int
     pool: _builtins.str
+    """the satellite pool (never the master)"""
     version: _builtins.int
+    """the newest version it reported; it counts for data locality only while it is the latest"""
     reported_ms: _builtins.int
+    """effective time of the last report of that version (a repeat refreshes it)"""
     def __init__(
         self,
         *,
@@ -176,6 +200,8 @@ Global___ReplicaRecord: _TypeAlias = ReplicaRecord  # noqa: Y015
 
 @_typing.final
 class CatalogRecord(_message.Message):
+    """A model as the replicated state stores it (database `catalog`, keyed by model name; List "catalog")."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -184,8 +210,11 @@ class CatalogRecord(_message.Message):
     VERSIONS_FIELD_NUMBER: _builtins.int
     REPLICAS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """the model name"""
     master: _builtins.str
+    """the pool that publishes its versions (first publisher, or PromoteMaster's target)"""
     master_since_ms: _builtins.int
+    """effective time it became the master"""
     @_builtins.property
     def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelVersionRecord]:
         """ascending"""

@@ -30,6 +30,7 @@ class PoolHeartbeat(_message.Message):
 
     POOL_FIELD_NUMBER: _builtins.int
     pool: _builtins.str
+    """the author's own pool (a node key of another pool: PERMISSION_DENIED); must be registered"""
     def __init__(
         self,
         *,
@@ -45,6 +46,8 @@ Global___PoolHeartbeat: _TypeAlias = PoolHeartbeat  # noqa: Y015
 
 @_typing.final
 class GpuUnit(_message.Message):
+    """One schedulable GPU unit: a whole GPU, or a MIG instance (then parent and profile are both set)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     UUID_FIELD_NUMBER: _builtins.int
@@ -55,9 +58,13 @@ class GpuUnit(_message.Message):
     PROFILE_FIELD_NUMBER: _builtins.int
     FAULT_FIELD_NUMBER: _builtins.int
     uuid: _builtins.str
+    """the unit's UUID (NVML), unique in the report; placements name units by it"""
     model: _builtins.str
+    """the product name, e.g. "NVIDIA A100-SXM4-40GB" """
     memory_mb: _builtins.int
+    """the unit's memory in MiB"""
     healthy: _builtins.bool
+    """false: it takes no new work and the work on it moves (reason gpu-fault)"""
     parent: _builtins.str
     """MIG: the UUID of the GPU this instance is carved from"""
     profile: _builtins.str
@@ -85,6 +92,8 @@ Global___GpuUnit: _TypeAlias = GpuUnit  # noqa: Y015
 
 @_typing.final
 class WorkerInfo(_message.Message):
+    """One worker (host) of a pool with its capacity."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -92,8 +101,11 @@ class WorkerInfo(_message.Message):
     RAM_MB_FIELD_NUMBER: _builtins.int
     GPUS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """the worker's name, unique in its pool (workers are sorted by it)"""
     cpu_millis: _builtins.int
+    """CPU capacity in millicores (1000 = one core)"""
     ram_mb: _builtins.int
+    """RAM capacity in MiB"""
     @_builtins.property
     def gpus(self) -> _containers.RepeatedCompositeFieldContainer[Global___GpuUnit]:
         """sorted by uuid"""
@@ -116,7 +128,10 @@ Global___WorkerInfo: _TypeAlias = WorkerInfo  # noqa: Y015
 
 @_typing.final
 class ReportInventory(_message.Message):
-    """A pool's capacity and health, and how it describes itself (sent when they change)."""
+    """A pool's capacity and health, and how it describes itself (sent when they change).
+    Sent by the pool's node or agent (role node); it also counts as a heartbeat. A changed inventory
+    records GPU faults and moves work off lost or unhealthy units at once.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -126,16 +141,18 @@ class ReportInventory(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
     pool: _builtins.str
+    """the author's own pool; must be registered"""
     region: _builtins.str
+    """the pool's region (preferred_region and the policy's latency table use it)"""
     tier: _builtins.str
-    """gpu, cpu, hq, ..."""
+    """gpu, cpu, hq, ... (the scheduler's specialty score)"""
     @_builtins.property
     def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """sorted"""
+        """sorted, unique: what WorkloadSpec.labels can require"""
 
     @_builtins.property
     def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerInfo]:
-        """sorted by name"""
+        """sorted by name, unique; a GPU UUID appears once in the report"""
 
     def __init__(
         self,
@@ -156,6 +173,8 @@ Global___ReportInventory: _TypeAlias = ReportInventory  # noqa: Y015
 
 @_typing.final
 class WorkloadSpec(_message.Message):
+    """What a workload needs, all on one worker of one pool. It asks for at least one GPU or some CPU."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     GPUS_FIELD_NUMBER: _builtins.int
@@ -171,21 +190,33 @@ class WorkloadSpec(_message.Message):
     MAX_LATENCY_MS_FIELD_NUMBER: _builtins.int
     MIG_PROFILE_FIELD_NUMBER: _builtins.int
     gpus: _builtins.int
+    """GPU units, 0..64; 0: CPU-only work"""
     gpu_memory_mb: _builtins.int
+    """the least memory (MiB) of each GPU unit; 0: any; must be 0 when gpus is 0"""
     cpu_millis: _builtins.int
+    """CPU in millicores (1000 = one core)"""
     ram_mb: _builtins.int
+    """RAM in MiB"""
     priority: _builtins.int
+    """higher wins; may preempt lower-priority work when the policy allows it"""
     min_trust: _builtins.str
-    """none, standard, high, max"""
+    """none, standard, high, max; empty: standard. Pools other than the submitter's need an active pairing at least this trusted"""
     preferred_region: _builtins.str
+    """scores pools in this region higher; empty: no preference"""
     model: _builtins.str
+    """a catalog model name: pools holding its latest version score data locality; empty: none"""
     max_latency_ms: _builtins.int
+    """most latency (policy table) from the submitter's region to the pool's; 0: no limit"""
     mig_profile: _builtins.str
     """only MIG instances of this profile; empty: any unit"""
     @_builtins.property
-    def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """pool labels that must all be present, at most 32"""
+
     @_builtins.property
-    def exclude_pools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def exclude_pools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """pool ids never to use, at most 32"""
+
     def __init__(
         self,
         *,
@@ -212,13 +243,20 @@ Global___WorkloadSpec: _TypeAlias = WorkloadSpec  # noqa: Y015
 
 @_typing.final
 class Submit(_message.Message):
+    """A new workload from a submitter, operator or admin of a registered pool (its submitter pool); it is
+    placed in the same apply (PlacementResult), or stays pending with the reason and is retried on Tick.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKLOAD_ID_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
     workload_id: _builtins.str
+    """1-63 characters of a-z, 0-9, '.', '_', '-', starting alphanumeric; ALREADY_EXISTS if taken"""
     @_builtins.property
-    def spec(self) -> Global___WorkloadSpec: ...
+    def spec(self) -> Global___WorkloadSpec:
+        """what it needs"""
+
     def __init__(
         self,
         *,
@@ -235,10 +273,13 @@ Global___Submit: _TypeAlias = Submit  # noqa: Y015
 
 @_typing.final
 class Cancel(_message.Message):
+    """Ends a workload (phase cancelled) and frees what it held: by its submitter pool's principals or an admin."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKLOAD_ID_FIELD_NUMBER: _builtins.int
     workload_id: _builtins.str
+    """an existing workload (NOT_FOUND otherwise); a finished one: FAILED_PRECONDITION"""
     def __init__(
         self,
         *,
@@ -262,8 +303,11 @@ class ReportStatus(_message.Message):
     PHASE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     workload_id: _builtins.str
+    """a workload placed on the author's pool (refused otherwise)"""
     phase: _builtins.str
+    """running, completed or failed"""
     message: _builtins.str
+    """free text from the pool (why it failed); recorded as the workload's reason"""
     def __init__(
         self,
         *,
@@ -288,7 +332,9 @@ class Migrate(_message.Message):
     WORKLOAD_ID_FIELD_NUMBER: _builtins.int
     TO_POOL_FIELD_NUMBER: _builtins.int
     workload_id: _builtins.str
+    """a placed workload; an operator of its pool or of its submitter pool, or an admin"""
     to_pool: _builtins.str
+    """a registered pool other than the current one; empty: the scheduler picks any other pool"""
     def __init__(
         self,
         *,
@@ -312,7 +358,9 @@ class PoolControl(_message.Message):
     POOL_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
     pool: _builtins.str
+    """a registered pool: the operator's own, or any pool for an admin"""
     action: _builtins.str
+    """drain (cordon, then move work off within policy drain_ms), cordon (no new work), uncordon (undo both)"""
     def __init__(
         self,
         *,
@@ -329,6 +377,8 @@ Global___PoolControl: _TypeAlias = PoolControl  # noqa: Y015
 
 @_typing.final
 class PlacementCommand(_message.Message):
+    """The placement area's commands (Envelope.placement): exactly one is set."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POOL_HEARTBEAT_FIELD_NUMBER: _builtins.int
@@ -342,27 +392,47 @@ class PlacementCommand(_message.Message):
     REPORT_REPLICA_FIELD_NUMBER: _builtins.int
     PROMOTE_MASTER_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def pool_heartbeat(self) -> Global___PoolHeartbeat: ...
-    @_builtins.property
-    def report_inventory(self) -> Global___ReportInventory: ...
-    @_builtins.property
-    def submit(self) -> Global___Submit: ...
-    @_builtins.property
-    def cancel(self) -> Global___Cancel: ...
-    @_builtins.property
-    def report_status(self) -> Global___ReportStatus: ...
-    @_builtins.property
-    def migrate(self) -> Global___Migrate: ...
-    @_builtins.property
-    def pool_control(self) -> Global___PoolControl: ...
-    @_builtins.property
-    def publish_model(self) -> _catalog_pb2.PublishModel:
-        """the model catalog (catalog.proto)"""
+    def pool_heartbeat(self) -> Global___PoolHeartbeat:
+        """node or agent: the pool is alive"""
 
     @_builtins.property
-    def report_replica(self) -> _catalog_pb2.ReportReplica: ...
+    def report_inventory(self) -> Global___ReportInventory:
+        """node or agent: the pool's workers and GPUs"""
+
     @_builtins.property
-    def promote_master(self) -> _catalog_pb2.PromoteMaster: ...
+    def submit(self) -> Global___Submit:
+        """submitter+: a new workload"""
+
+    @_builtins.property
+    def cancel(self) -> Global___Cancel:
+        """submitter+ of the submitter pool, or admin"""
+
+    @_builtins.property
+    def report_status(self) -> Global___ReportStatus:
+        """node or agent of the placed pool"""
+
+    @_builtins.property
+    def migrate(self) -> Global___Migrate:
+        """operator+: move a workload"""
+
+    @_builtins.property
+    def pool_control(self) -> Global___PoolControl:
+        """operator+: drain, cordon, uncordon"""
+
+    @_builtins.property
+    def publish_model(self) -> _catalog_pb2.PublishModel:
+        """the model catalog (catalog.proto)
+        operator+ of the master pool
+        """
+
+    @_builtins.property
+    def report_replica(self) -> _catalog_pb2.ReportReplica:
+        """node, agent or operator+ of the holding pool"""
+
+    @_builtins.property
+    def promote_master(self) -> _catalog_pb2.PromoteMaster:
+        """admin; critical (every voter pool approves)"""
+
     def __init__(
         self,
         *,
@@ -389,6 +459,8 @@ Global___PlacementCommand: _TypeAlias = PlacementCommand  # noqa: Y015
 
 @_typing.final
 class PlacementResult(_message.Message):
+    """Result.placement of Submit, Cancel, ReportStatus and Migrate: where the workload is after the command."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKLOAD_ID_FIELD_NUMBER: _builtins.int
@@ -398,13 +470,21 @@ class PlacementResult(_message.Message):
     PHASE_FIELD_NUMBER: _builtins.int
     PREEMPTED_FIELD_NUMBER: _builtins.int
     workload_id: _builtins.str
+    """the workload"""
     pool: _builtins.str
+    """where it is placed; empty when it holds nothing (pending, finished)"""
     worker: _builtins.str
+    """the worker in that pool; empty likewise"""
     phase: _builtins.str
+    """pending, placed, running, draining, migrating, completed, failed, cancelled"""
     @_builtins.property
-    def gpus(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def gpus(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """UUIDs of the GPU units booked for it, sorted"""
+
     @_builtins.property
-    def preempted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def preempted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ids of lower-priority workloads this placement sent back to pending"""
+
     def __init__(
         self,
         *,
@@ -438,10 +518,15 @@ class GpuFaultRecord(_message.Message):
     SINCE_MS_FIELD_NUMBER: _builtins.int
     HEALTHY_SINCE_MS_FIELD_NUMBER: _builtins.int
     uuid: _builtins.str
+    """the failed unit"""
     worker: _builtins.str
+    """the worker it was on when it failed"""
     reason: _builtins.str
+    """the health signal (GpuUnit.fault), or "no longer reported" """
     since_ms: _builtins.int
+    """effective time it was last reported failing"""
     healthy_since_ms: _builtins.int
+    """reported healthy again since then; usable from this + policy hysteresis_ms"""
     def __init__(
         self,
         *,
@@ -463,6 +548,8 @@ Global___GpuFaultRecord: _TypeAlias = GpuFaultRecord  # noqa: Y015
 
 @_typing.final
 class PoolRecord(_message.Message):
+    """A registered pool as the replicated state stores it (keyed by pool id; List "pools")."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -479,21 +566,35 @@ class PoolRecord(_message.Message):
     DRAIN_STARTED_MS_FIELD_NUMBER: _builtins.int
     GPU_FAULTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """the pool id"""
     region: _builtins.str
+    """from the last ReportInventory (or RegisterPool)"""
     tier: _builtins.str
+    """likewise: gpu, cpu, hq, ..."""
     voter: _builtins.bool
+    """a voter pool pinned in genesis; false: a member pool (RegisterPool)"""
     health: _builtins.str
     """up, down"""
     last_heartbeat_ms: _builtins.int
+    """effective time of its last PoolHeartbeat or ReportInventory; 0: none yet"""
     changed_ms: _builtins.int
+    """effective time `health` last changed"""
     cordoned: _builtins.bool
+    """takes no new work (cordon or drain; cleared by uncordon)"""
     drain_started_ms: _builtins.int
+    """effective time a drain started; absent: not draining"""
     @_builtins.property
-    def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """likewise, sorted"""
+
     @_builtins.property
-    def down_events_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def down_events_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """effective times it went DOWN within the last hysteresis window (anti-flap)"""
+
     @_builtins.property
-    def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerInfo]: ...
+    def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerInfo]:
+        """the last reported inventory, sorted by name"""
+
     @_builtins.property
     def gpu_faults(self) -> _containers.RepeatedCompositeFieldContainer[Global___GpuFaultRecord]:
         """sorted by uuid"""
@@ -527,15 +628,21 @@ Global___PoolRecord: _TypeAlias = PoolRecord  # noqa: Y015
 
 @_typing.final
 class PlacementRecord(_message.Message):
+    """Where a workload holds resources."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POOL_FIELD_NUMBER: _builtins.int
     WORKER_FIELD_NUMBER: _builtins.int
     GPUS_FIELD_NUMBER: _builtins.int
     pool: _builtins.str
+    """the pool"""
     worker: _builtins.str
+    """the worker in that pool"""
     @_builtins.property
-    def gpus(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def gpus(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """UUIDs of the booked GPU units, sorted; empty for CPU-only work"""
+
     def __init__(
         self,
         *,
@@ -553,6 +660,8 @@ Global___PlacementRecord: _TypeAlias = PlacementRecord  # noqa: Y015
 
 @_typing.final
 class MoveRecord(_message.Message):
+    """One recorded change of the pool a workload runs on."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AT_MS_FIELD_NUMBER: _builtins.int
@@ -561,10 +670,15 @@ class MoveRecord(_message.Message):
     TO_POOL_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     at_ms: _builtins.int
+    """effective time of the move"""
     index: _builtins.int
+    """log index of the entry that moved it"""
     from_pool: _builtins.str
+    """the pool it left; empty: it was pending"""
     to_pool: _builtins.str
+    """the pool it went to; empty: back to pending (no target, preempted)"""
     reason: _builtins.str
+    """failover, return, drain, rebalance, migrate, preempted, gpu-fault, ..."""
     def __init__(
         self,
         *,
@@ -584,6 +698,8 @@ Global___MoveRecord: _TypeAlias = MoveRecord  # noqa: Y015
 
 @_typing.final
 class WorkloadRecord(_message.Message):
+    """A workload as the replicated state stores it (keyed by workload id; List "workloads")."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -600,22 +716,37 @@ class WorkloadRecord(_message.Message):
     EXPLANATION_FIELD_NUMBER: _builtins.int
     TRIED_MS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """the workload id (Submit.workload_id)"""
     submitter_pool: _builtins.str
+    """the submitting principal's pool"""
     phase: _builtins.str
+    """pending, placed, running, draining, migrating, completed, failed, cancelled"""
     home_pool: _builtins.str
+    """where it was first placed: sticky return goes back there; empty: never placed"""
     submitted_index: _builtins.int
+    """log index of its Submit"""
     placed_ms: _builtins.int
+    """effective time of its latest placement or move; 0: never placed"""
     last_load_move_ms: _builtins.int
+    """last move for load reasons (rebalance): at most one per hysteresis"""
     reason: _builtins.str
+    """why it is pending, failed or cancelled (or the last move's cause)"""
     explanation: _builtins.bytes
+    """why it went where it went: compact JSON (fedraft.domain.scheduler.explain; `fedraft explain`)"""
     tried_ms: _builtins.int
     """last placement attempt that found no pool (retry pacing)"""
     @_builtins.property
-    def spec(self) -> Global___WorkloadSpec: ...
+    def spec(self) -> Global___WorkloadSpec:
+        """what it asked for"""
+
     @_builtins.property
-    def placement(self) -> Global___PlacementRecord: ...
+    def placement(self) -> Global___PlacementRecord:
+        """absent while it holds nothing (pending, finished)"""
+
     @_builtins.property
-    def moves(self) -> _containers.RepeatedCompositeFieldContainer[Global___MoveRecord]: ...
+    def moves(self) -> _containers.RepeatedCompositeFieldContainer[Global___MoveRecord]:
+        """most recent last, the latest 16"""
+
     def __init__(
         self,
         *,
