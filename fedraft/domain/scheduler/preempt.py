@@ -36,42 +36,48 @@ def _plan(view: FederationView, req: Request, worker: WorkerFree, victims: list[
     floor = spec.gpu_memory_mb
     free = list(worker.free)
     cpu, ram = worker.cpu, worker.ram
+    want, want_cpu, want_ram = spec.gpus, spec.cpu_millis, spec.ram_mb
+    units_of = worker.gpus
+    owner = view.gpu_owner
 
     profile = spec.mig_profile
 
     def units() -> int:
-        if not spec.gpus:
+        if not want:
             return 0
         if profile:
-            return len(fitting_units(free, floor, profile, worker.gpus))
+            return len(fitting_units(free, floor, profile, units_of))
         return len(free) - bisect_left(free, (floor, ""))
 
+    have = units()  # changes only when an eviction gives units back
     evicted: list[Workload] = []
     for _, _, _, victim in victims:
-        if units() >= spec.gpus and cpu >= spec.cpu_millis and ram >= spec.ram_mb:
+        if have >= want and cpu >= want_cpu and ram >= want_ram:
             break
         assert victim.placement is not None
+        victim_id, its = victim.id, victim.spec
         gives = []
         for uuid in victim.placement.gpus:
-            gpu = worker.gpus.get(uuid)
-            if gpu is not None and gpu.healthy and view.gpu_owner(uuid) == victim.id:
+            gpu = units_of.get(uuid)
+            if gpu is not None and gpu.healthy and owner(uuid) == victim_id:
                 gives.append((gpu.memory_mb, uuid))
         helps = (
-            (units() < spec.gpus and any(m >= floor and (not profile or worker.gpus[u].profile == profile)
-                                         for m, u in gives))
-            or (cpu < spec.cpu_millis and victim.spec.cpu_millis > 0)
-            or (ram < spec.ram_mb and victim.spec.ram_mb > 0)
+            (have < want and any(m >= floor and (not profile or units_of[u].profile == profile) for m, u in gives))
+            or (cpu < want_cpu and its.cpu_millis > 0)
+            or (ram < want_ram and its.ram_mb > 0)
         )
         if not helps:
             continue
         if len(evicted) >= most:
             return None
         evicted.append(victim)
-        for unit in gives:
-            insort(free, unit)
-        cpu += victim.spec.cpu_millis
-        ram += victim.spec.ram_mb
-    if units() < spec.gpus or cpu < spec.cpu_millis or ram < spec.ram_mb:
+        if gives:
+            for unit in gives:
+                insort(free, unit)
+            have = units()
+        cpu += its.cpu_millis
+        ram += its.ram_mb
+    if have < want or cpu < want_cpu or ram < want_ram:
         return None
     chosen = fitting_units(free, floor, profile, worker.gpus)[:spec.gpus] if spec.gpus else []
     gpus = tuple(sorted(uuid for _, uuid in chosen))
@@ -80,7 +86,7 @@ def _plan(view: FederationView, req: Request, worker: WorkerFree, victims: list[
 
 def find_eviction(view: FederationView, req: Request, eligible: Set[str], scorer: Scorer, *,
                   index: int, request_id: bytes) -> Eviction | None:
-    """The best eviction plan on the eligible pools, or None.
+    """The best eviction plan on the eligible pools (pools of this view, as `narrow` gives them), or None.
 
     Searched level by level: victims of priority <= L for each booked priority L below the
     workload's, lowest first. The first level with any plan holds the best one (a plan possible
@@ -104,11 +110,16 @@ def find_eviction(view: FederationView, req: Request, eligible: Set[str], scorer
     # them free on a worker. Gathered level by level with `&` (which walks the smaller side) rather than
     # by intersecting `eligible` with growing unions of whole priority sets: the same sets, cheaper.
     sized = view.ids_with_units(need)
-    roomy: Set[str] = (eligible & view.ids_with_free_units(need)) & sized if need else set()
+    everywhere = len(eligible) == len(view.all_ids())  # eligible pools are the view's: all of them, `&` is moot
+    roomy: Set[str] = set()
+    if need:
+        fitting = view.ids_with_free_units(need)
+        roomy = (fitting if everywhere else eligible & fitting) & sized
     candidates: set[str] = set()
     for level in levels:
         if need:
-            candidates |= (view.ids_reclaiming_at(need, level) & eligible) & sized
+            reclaiming = view.ids_reclaiming_at(need, level)
+            candidates |= (reclaiming if everywhere else reclaiming & eligible) & sized
             if roomy:
                 candidates |= roomy & view.ids_at_priority(level)
         else:
