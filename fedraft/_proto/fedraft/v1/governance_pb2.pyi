@@ -30,9 +30,9 @@ class Approve(_message.Message):
     PENDING_ID_FIELD_NUMBER: _builtins.int
     COMMAND_DIGEST_FIELD_NUMBER: _builtins.int
     pending_id: _builtins.bytes
-    """sha256 of the pending command's signed envelope bytes"""
+    """32 bytes: sha256 of the pending command's Signed envelope (PendingRecord.pending_id)"""
     command_digest: _builtins.bytes
-    """the same digest, named by the approver to show what it approves"""
+    """32 bytes: PendingRecord.command_digest, named by the approver to show what it approves (mismatch: refused)"""
     def __init__(
         self,
         *,
@@ -56,8 +56,9 @@ class PairOffer(_message.Message):
     TO_POOL_FIELD_NUMBER: _builtins.int
     TRUST_FIELD_NUMBER: _builtins.int
     to_pool: _builtins.str
+    """the registered pool to pair with, not the author's own"""
     trust: _builtins.str
-    """standard, high, max"""
+    """standard, high, max: the level both pools trust each other at once accepted"""
     def __init__(
         self,
         *,
@@ -80,6 +81,7 @@ class PairAccept(_message.Message):
 
     FROM_POOL_FIELD_NUMBER: _builtins.int
     from_pool: _builtins.str
+    """the pool that made the standing offer to the author's pool"""
     def __init__(
         self,
         *,
@@ -95,7 +97,11 @@ Global___PairAccept: _TypeAlias = PairAccept  # noqa: Y015
 
 @_typing.final
 class AddPrincipal(_message.Message):
-    """---- critical operations (SPEC §6): each waits as a PendingRecord until every voter pool approved ----"""
+    """---- critical operations (SPEC §6): each waits as a PendingRecord until every voter pool approved ----
+
+    A new key with its pool, role and name (critical). A voter pool's node key is pinned in genesis, so
+    role node is for member pools' agents.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -104,11 +110,13 @@ class AddPrincipal(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     public_key: _builtins.bytes
-    """Ed25519, 32 bytes"""
+    """Ed25519, 32 bytes; not a key the state already knows, not the break-glass key"""
     pool: _builtins.str
+    """a registered pool the principal belongs to"""
     role: _builtins.str
     """node, admin, operator, submitter"""
     name: _builtins.str
+    """1-64 ASCII letters, digits, '-', '_', '.'"""
     def __init__(
         self,
         *,
@@ -127,10 +135,13 @@ Global___AddPrincipal: _TypeAlias = AddPrincipal  # noqa: Y015
 
 @_typing.final
 class RevokePrincipal(_message.Message):
+    """Refuse a key from the next envelope on (critical). That key cannot vote on its own removal."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_ID_FIELD_NUMBER: _builtins.int
     key_id: _builtins.bytes
+    """16 bytes: a valid principal's key id (a genesis voter node key cannot be revoked)"""
     def __init__(
         self,
         *,
@@ -153,7 +164,9 @@ class RotateKey(_message.Message):
     KEY_ID_FIELD_NUMBER: _builtins.int
     NEW_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     key_id: _builtins.bytes
+    """16 bytes: the valid key to replace (it cannot vote on this command)"""
     new_public_key: _builtins.bytes
+    """Ed25519, 32 bytes; not a key the state already knows"""
     def __init__(
         self,
         *,
@@ -179,9 +192,13 @@ class RegisterPool(_message.Message):
     TIER_FIELD_NUMBER: _builtins.int
     AGENT_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     pool: _builtins.str
+    """the new pool id (1-63 of a-z, 0-9, '.', '_', '-'); ALREADY_EXISTS if registered"""
     region: _builtins.str
+    """the pool's region; empty: none until its agent reports inventory"""
     tier: _builtins.str
+    """gpu, cpu, hq, ...; empty likewise"""
     agent_public_key: _builtins.bytes
+    """Ed25519, 32 bytes: the pool agent's key, added as a principal with role node"""
     def __init__(
         self,
         *,
@@ -200,10 +217,15 @@ Global___RegisterPool: _TypeAlias = RegisterPool  # noqa: Y015
 
 @_typing.final
 class RetirePool(_message.Message):
+    """Remove a member pool (critical): its keys are revoked, its pairings and memories dropped, and its
+    work fails over at the next Tick. Voter pools cannot be retired.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POOL_FIELD_NUMBER: _builtins.int
     pool: _builtins.str
+    """a registered member pool"""
     def __init__(
         self,
         *,
@@ -219,15 +241,19 @@ Global___RetirePool: _TypeAlias = RetirePool  # noqa: Y015
 
 @_typing.final
 class SetTrust(_message.Message):
+    """Change an active pairing's trust level, both directions (critical)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POOL_A_FIELD_NUMBER: _builtins.int
     POOL_B_FIELD_NUMBER: _builtins.int
     TRUST_FIELD_NUMBER: _builtins.int
     pool_a: _builtins.str
+    """one pool of an active pairing (either order)"""
     pool_b: _builtins.str
+    """the other pool, different from pool_a"""
     trust: _builtins.str
-    """standard, high, max"""
+    """standard, high, max (none is refused: use Unpair)"""
     def __init__(
         self,
         *,
@@ -245,12 +271,16 @@ Global___SetTrust: _TypeAlias = SetTrust  # noqa: Y015
 
 @_typing.final
 class Unpair(_message.Message):
+    """End a pairing or withdraw a standing offer (critical); trust between the pools drops to none."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POOL_A_FIELD_NUMBER: _builtins.int
     POOL_B_FIELD_NUMBER: _builtins.int
     pool_a: _builtins.str
+    """one pool of the pairing (either order)"""
     pool_b: _builtins.str
+    """the other pool, different from pool_a"""
     def __init__(
         self,
         *,
@@ -267,13 +297,16 @@ Global___Unpair: _TypeAlias = Unpair  # noqa: Y015
 
 @_typing.final
 class PolicySetting(_message.Message):
+    """One `key=value` of SetPolicy."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     key: _builtins.str
-    """see fedraft/domain/governance/policy.py"""
+    """a PolicyRecord field name (heartbeat_ms), weights.<part>, latency/<region>/<region> or class/<name>; see fedraft/domain/governance/policy.py"""
     value: _builtins.str
+    """a whole number in the key's range, true/false, a trust level (class/), or none (removes a latency entry or class)"""
     def __init__(
         self,
         *,
@@ -290,12 +323,14 @@ Global___PolicySetting: _TypeAlias = PolicySetting  # noqa: Y015
 
 @_typing.final
 class SetPolicy(_message.Message):
+    """Change some policy settings (critical); the others keep their values."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SETTINGS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def settings(self) -> _containers.RepeatedCompositeFieldContainer[Global___PolicySetting]:
-        """sorted by key, each key once"""
+        """1-64, sorted by key, each key once"""
 
     def __init__(
         self,
@@ -312,12 +347,15 @@ Global___SetPolicy: _TypeAlias = SetPolicy  # noqa: Y015
 
 @_typing.final
 class SetApplyVersion(_message.Message):
-    """SPEC D16."""
+    """The apply rules every node uses from the next envelope on (critical; SPEC D16). A node older than
+    that stops applying until upgraded.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     VERSION_FIELD_NUMBER: _builtins.int
     version: _builtins.int
+    """1..65535; a rollback is another SetApplyVersion"""
     def __init__(
         self,
         *,
@@ -333,14 +371,19 @@ Global___SetApplyVersion: _TypeAlias = SetApplyVersion  # noqa: Y015
 
 @_typing.final
 class Veto(_message.Message):
+    """Reject a pending critical command for good (an admin of any voter pool, until it executes)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PENDING_ID_FIELD_NUMBER: _builtins.int
     COMMAND_DIGEST_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     pending_id: _builtins.bytes
+    """32 bytes: the pending command's id"""
     command_digest: _builtins.bytes
+    """32 bytes: its command digest, as in Approve"""
     reason: _builtins.str
+    """1-512 characters, recorded with the veto"""
     def __init__(
         self,
         *,
@@ -358,14 +401,19 @@ Global___Veto: _TypeAlias = Veto  # noqa: Y015
 
 @_typing.final
 class BreakGlass(_message.Message):
-    """The break-glass key's signature (context fedraft/v1/breakglass) over the 32-byte pending id."""
+    """The break-glass key's signature (context fedraft/v1/breakglass) over the 32-byte pending id.
+    Submitted by an admin; executes the command in degraded mode when every voter pool that has not approved
+    is excused (DOWN, or without an admin key that may vote) and at least one is.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     PENDING_ID_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     pending_id: _builtins.bytes
+    """32 bytes: the pending command's id"""
     signature: _builtins.bytes
+    """64 bytes, Ed25519 by the break-glass key pinned in genesis"""
     def __init__(
         self,
         *,
@@ -382,6 +430,10 @@ Global___BreakGlass: _TypeAlias = BreakGlass  # noqa: Y015
 
 @_typing.final
 class GovernanceCommand(_message.Message):
+    """The governance area's commands (Envelope.governance): exactly one is set. All are by admins except
+    the memory commands; numbers 20 and up are critical or votes on critical ones.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPROVE_FIELD_NUMBER: _builtins.int
@@ -401,39 +453,71 @@ class GovernanceCommand(_message.Message):
     VETO_FIELD_NUMBER: _builtins.int
     BREAK_GLASS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def approve(self) -> Global___Approve: ...
-    @_builtins.property
-    def pair_offer(self) -> Global___PairOffer: ...
-    @_builtins.property
-    def pair_accept(self) -> Global___PairAccept: ...
-    @_builtins.property
-    def put_memory(self) -> _memory_pb2.PutMemory:
-        """memories (memory.proto): not critical; submitter+ of the memory's pool"""
+    def approve(self) -> Global___Approve:
+        """admin of a voter pool: approve a pending command"""
 
     @_builtins.property
-    def delete_memory(self) -> _memory_pb2.DeleteMemory: ...
+    def pair_offer(self) -> Global___PairOffer:
+        """admin: one half of a pairing"""
+
     @_builtins.property
-    def add_principal(self) -> Global___AddPrincipal: ...
+    def pair_accept(self) -> Global___PairAccept:
+        """admin: the other half"""
+
     @_builtins.property
-    def revoke_principal(self) -> Global___RevokePrincipal: ...
+    def put_memory(self) -> _memory_pb2.PutMemory:
+        """memories (memory.proto): not critical; submitter+ of the memory's pool
+        create or replace a memory
+        """
+
     @_builtins.property
-    def rotate_key(self) -> Global___RotateKey: ...
+    def delete_memory(self) -> _memory_pb2.DeleteMemory:
+        """delete a memory and its boxes"""
+
     @_builtins.property
-    def register_pool(self) -> Global___RegisterPool: ...
+    def add_principal(self) -> Global___AddPrincipal:
+        """critical"""
+
     @_builtins.property
-    def retire_pool(self) -> Global___RetirePool: ...
+    def revoke_principal(self) -> Global___RevokePrincipal:
+        """critical"""
+
     @_builtins.property
-    def set_trust(self) -> Global___SetTrust: ...
+    def rotate_key(self) -> Global___RotateKey:
+        """critical"""
+
     @_builtins.property
-    def unpair(self) -> Global___Unpair: ...
+    def register_pool(self) -> Global___RegisterPool:
+        """critical"""
+
     @_builtins.property
-    def set_policy(self) -> Global___SetPolicy: ...
+    def retire_pool(self) -> Global___RetirePool:
+        """critical"""
+
     @_builtins.property
-    def set_apply_version(self) -> Global___SetApplyVersion: ...
+    def set_trust(self) -> Global___SetTrust:
+        """critical"""
+
     @_builtins.property
-    def veto(self) -> Global___Veto: ...
+    def unpair(self) -> Global___Unpair:
+        """critical"""
+
     @_builtins.property
-    def break_glass(self) -> Global___BreakGlass: ...
+    def set_policy(self) -> Global___SetPolicy:
+        """critical"""
+
+    @_builtins.property
+    def set_apply_version(self) -> Global___SetApplyVersion:
+        """critical"""
+
+    @_builtins.property
+    def veto(self) -> Global___Veto:
+        """admin of a voter pool: reject a pending command"""
+
+    @_builtins.property
+    def break_glass(self) -> Global___BreakGlass:
+        """degraded-mode execution of a pending command"""
+
     def __init__(
         self,
         *,
@@ -466,6 +550,8 @@ Global___GovernanceCommand: _TypeAlias = GovernanceCommand  # noqa: Y015
 
 @_typing.final
 class GovernanceResult(_message.Message):
+    """Result.governance: the state of the pending operation a critical command or vote touched, or of a pairing."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PENDING_ID_FIELD_NUMBER: _builtins.int
@@ -481,6 +567,7 @@ class GovernanceResult(_message.Message):
     EXPIRES_MS_FIELD_NUMBER: _builtins.int
     MEMORY_FIELD_NUMBER: _builtins.int
     pending_id: _builtins.bytes
+    """32 bytes; empty for pairing and memory results"""
     state: _builtins.str
     """pending, executed, vetoed, expired; for pairings: offered, active"""
     command: _builtins.str
@@ -488,10 +575,13 @@ class GovernanceResult(_message.Message):
     result_code: _builtins.int
     """the execution's result, once executed"""
     result_message: _builtins.str
+    """the execution's result message"""
     break_glass: _builtins.bool
     """executed in degraded mode"""
     command_digest: _builtins.bytes
+    """what Approve and Veto must name"""
     expires_ms: _builtins.int
+    """effective time the pending operation expires if not executed"""
     @_builtins.property
     def approved(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """voter pools that approved"""
@@ -534,7 +624,10 @@ Global___GovernanceResult: _TypeAlias = GovernanceResult  # noqa: Y015
 
 @_typing.final
 class VoteRecord(_message.Message):
-    """---- stored records ----"""
+    """---- stored records ----
+
+    One approval or veto of a pending operation.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -543,8 +636,11 @@ class VoteRecord(_message.Message):
     INDEX_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     pool: _builtins.str
+    """the voter pool it counts for"""
     key_id: _builtins.bytes
+    """the admin key that signed it (the proposer's key for the proposing pool)"""
     index: _builtins.int
+    """log index of the vote"""
     reason: _builtins.str
     """a veto's reason"""
     def __init__(
@@ -565,12 +661,16 @@ Global___VoteRecord: _TypeAlias = VoteRecord  # noqa: Y015
 
 @_typing.final
 class ExcusedPool(_message.Message):
+    """A voter pool a break-glass execution went ahead without."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POOL_FIELD_NUMBER: _builtins.int
     WHY_FIELD_NUMBER: _builtins.int
     pool: _builtins.str
+    """the voter pool"""
     why: _builtins.str
+    """DOWN, or no admin key that may vote on this operation"""
     def __init__(
         self,
         *,
@@ -587,16 +687,21 @@ Global___ExcusedPool: _TypeAlias = ExcusedPool  # noqa: Y015
 
 @_typing.final
 class OverrideRecord(_message.Message):
+    """A degraded-mode (break-glass) execution."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     INDEX_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
     EXCUSED_FIELD_NUMBER: _builtins.int
     index: _builtins.int
+    """log index of the BreakGlass that executed it"""
     key_id: _builtins.bytes
     """the admin who submitted the break-glass signature"""
     @_builtins.property
-    def excused(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExcusedPool]: ...
+    def excused(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExcusedPool]:
+        """sorted by pool"""
+
     def __init__(
         self,
         *,
@@ -640,31 +745,49 @@ class PendingRecord(_message.Message):
     pending_id: _builtins.bytes
     """sha256 of the proposal's Signed bytes as they appear in the log entry"""
     command: _builtins.str
+    """the command's name (add_principal, set_policy, ...)"""
     command_digest: _builtins.bytes
     """sha256 of the envelope with only its command set (see approvals handler)"""
     envelope: _builtins.bytes
     """the proposal's Signed bytes"""
     proposer_key_id: _builtins.bytes
+    """the proposing admin's key id (16 bytes)"""
     proposer_pool: _builtins.str
+    """its pool (counts as approved when it is a voter pool)"""
     proposer_name: _builtins.str
+    """its principal name when proposed"""
     proposer_role: _builtins.str
+    """its role when proposed"""
     request_id: _builtins.bytes
+    """the proposal envelope's request id"""
     proposed_index: _builtins.int
+    """log index of the proposal"""
     proposed_ms: _builtins.int
+    """effective time of the proposal"""
     expires_ms: _builtins.int
+    """proposed_ms + policy pending_expiry_ms: expires if not executed by then"""
     state: _builtins.str
     """pending, executed, vetoed, expired"""
     closed_index: _builtins.int
+    """log index where it was executed, vetoed or expired; 0 while pending"""
     result: _builtins.bytes
     """the execution's fedraft.v1.Result, serialized"""
     @_builtins.property
-    def removed_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def removed_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """key ids the command revokes or rotates: they may not vote on it"""
+
     @_builtins.property
-    def approvals(self) -> _containers.RepeatedCompositeFieldContainer[Global___VoteRecord]: ...
+    def approvals(self) -> _containers.RepeatedCompositeFieldContainer[Global___VoteRecord]:
+        """one per voter pool that approved, sorted by pool"""
+
     @_builtins.property
-    def veto(self) -> Global___VoteRecord: ...
+    def veto(self) -> Global___VoteRecord:
+        """the veto; unset unless vetoed"""
+
     @_builtins.property
-    def override(self) -> Global___OverrideRecord: ...
+    def override(self) -> Global___OverrideRecord:
+        """set when it executed by break-glass"""
+
     def __init__(
         self,
         *,
@@ -698,14 +821,19 @@ Global___PendingRecord: _TypeAlias = PendingRecord  # noqa: Y015
 
 @_typing.final
 class LatencyRecord(_message.Message):
+    """One entry of the policy's region latency table (policy key latency/<region_a>/<region_b>)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REGION_A_FIELD_NUMBER: _builtins.int
     REGION_B_FIELD_NUMBER: _builtins.int
     MS_FIELD_NUMBER: _builtins.int
     region_a: _builtins.str
+    """the lower region name"""
     region_b: _builtins.str
+    """the higher one (the table is symmetric)"""
     ms: _builtins.int
+    """latency between them in ms, 0..600000 (WorkloadSpec.max_latency_ms compares to it)"""
     def __init__(
         self,
         *,
@@ -723,7 +851,9 @@ Global___LatencyRecord: _TypeAlias = LatencyRecord  # noqa: Y015
 
 @_typing.final
 class PolicyRecord(_message.Message):
-    """The replicated policy (SetPolicy). Absent from the state until the first SetPolicy: defaults hold."""
+    """The replicated policy (SetPolicy). Absent from the state until the first SetPolicy: defaults hold.
+    Every field is the full value (SetPolicy's key of the same name, or weights.<part>); defaults in brackets.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -748,26 +878,45 @@ class PolicyRecord(_message.Message):
     DATA_CLASSES_FIELD_NUMBER: _builtins.int
     CHECKPOINT_INTERVAL_FIELD_NUMBER: _builtins.int
     heartbeat_ms: _builtins.int
+    """PoolHeartbeat period pools are held to, 1000..3600000 ms [10000]"""
     missed_heartbeats: _builtins.int
+    """a pool is DOWN after this many missed heartbeats, 1..100 [3]"""
     hysteresis_ms: _builtins.int
+    """anti-flap window, 0..86400000 ms [300000]"""
     return_window_ms: _builtins.int
+    """sticky return to the home pool within this of it being UP, 0..86400000 ms [60000]"""
     drain_ms: _builtins.int
+    """graceful drain length, 0..86400000 ms [60000]"""
     rebalance_threshold_pct: _builtins.int
+    """rebalance a pool whose GPU load is this % above the mean, 0..1000 [20]"""
     max_moves_per_tick: _builtins.int
+    """orchestration moves per Tick, 1..10000 [8]"""
     tick_interval_ms: _builtins.int
+    """at most one Tick per this, 100..3600000 ms [1000]"""
     preemption: _builtins.bool
+    """higher-priority work may preempt lower [true]"""
     weight_free_capacity: _builtins.int
+    """score weight, 0..1000 [4]"""
     weight_preferred_region: _builtins.int
+    """score weight, 0..1000 [3]"""
     weight_data_locality: _builtins.int
+    """score weight, 0..1000 [3]"""
     weight_latency: _builtins.int
+    """score weight, 0..1000 [2]"""
     weight_specialty: _builtins.int
+    """score weight, 0..1000 [2]"""
     weight_spread: _builtins.int
+    """score weight, 0..1000 [1]"""
     pending_expiry_ms: _builtins.int
+    """a critical operation expires this long after its proposal, 60000..604800000 ms [3600000]"""
     max_validity_ms: _builtins.int
+    """longest envelope window expires - issued, 10000..3600000 ms [300000]"""
     checkpoint_interval: _builtins.int
     """Entries between signed checkpoints (SPEC §4); 0 (records from before it): the default."""
     @_builtins.property
-    def latencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___LatencyRecord]: ...
+    def latencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___LatencyRecord]:
+        """at most 256, sorted; absent pair: unknown latency"""
+
     @_builtins.property
     def data_classes(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataClassRecord]:
         """Data classes of memories; absent: the defaults (public standard, internal high, secret max)."""
@@ -806,11 +955,14 @@ Global___PolicyRecord: _TypeAlias = PolicyRecord  # noqa: Y015
 
 @_typing.final
 class DataClassRecord(_message.Message):
+    """A data class of memories and the trust a pool needs to receive its values."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     LEVEL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """the class name (PutMemory.data_class)"""
     level: _builtins.str
     """standard, high, max"""
     def __init__(
@@ -841,7 +993,9 @@ class PairingRecord(_message.Message):
     pool_a: _builtins.str
     """the lower pool id"""
     pool_b: _builtins.str
+    """the higher pool id"""
     trust: _builtins.str
+    """standard, high, max (offered, or set by SetTrust)"""
     offered_by: _builtins.str
     """which pool made the standing offer"""
     active: _builtins.bool

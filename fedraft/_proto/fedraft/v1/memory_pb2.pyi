@@ -31,13 +31,20 @@ class _MemoryConsistency:
 class _MemoryConsistencyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MemoryConsistency.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     MEMORY_LINEARIZABLE: _MemoryConsistency.ValueType  # 0
+    """by the leader after a committed read barrier: current trust and keys"""
     MEMORY_STALE: _MemoryConsistency.ValueType  # 1
+    """by the serving node from its applied state (possibly old: apply may then refuse the put)"""
 
 class MemoryConsistency(_MemoryConsistency, metaclass=_MemoryConsistencyEnumTypeWrapper):
-    """---- the fedraft.v1.Memories service (signed requests, SPEC D2) ----"""
+    """---- the fedraft.v1.Memories service (signed requests, SPEC D2) ----
+
+    How a Recipients request is served (as Consistency in api.proto).
+    """
 
 MEMORY_LINEARIZABLE: MemoryConsistency.ValueType  # 0
+"""by the leader after a committed read barrier: current trust and keys"""
 MEMORY_STALE: MemoryConsistency.ValueType  # 1
+"""by the serving node from its applied state (possibly old: apply may then refuse the put)"""
 Global___MemoryConsistency: _TypeAlias = MemoryConsistency  # noqa: Y015
 
 @_typing.final
@@ -50,10 +57,11 @@ class SealedValue(_message.Message):
     KEY_ID_FIELD_NUMBER: _builtins.int
     BOX_FIELD_NUMBER: _builtins.int
     pool: _builtins.str
+    """the pool that can open it"""
     key_id: _builtins.bytes
     """the Ed25519 key (of the pool's node or agent) whose X25519 form it is sealed to"""
     box: _builtins.bytes
-    """crypto_box_seal of a MemoryPlaintext"""
+    """crypto_box_seal of a MemoryPlaintext: its size plus 48 bytes"""
     def __init__(
         self,
         *,
@@ -79,8 +87,11 @@ class MemoryPlaintext(_message.Message):
     OWNER_POOL_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """the memory key: a box moved to another key does not open as that key"""
     owner_pool: _builtins.str
+    """the memory's pool: likewise for another pool's memory"""
     value: _builtins.bytes
+    """the value, at most 64 KiB"""
     def __init__(
         self,
         *,
@@ -107,11 +118,15 @@ class PutMemory(_message.Message):
     SEALED_FIELD_NUMBER: _builtins.int
     EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """1-256 of letters, digits, '.', '_', ':', '/', '-', starting alphanumeric; no "//", no trailing '/'"""
     data_class: _builtins.str
+    """a data class of the policy (PolicyRecord.data_classes; defaults public, internal, secret)"""
     expected_version: _builtins.int
     """absent: unconditional; 0: must not exist"""
     @_builtins.property
-    def sealed(self) -> _containers.RepeatedCompositeFieldContainer[Global___SealedValue]: ...
+    def sealed(self) -> _containers.RepeatedCompositeFieldContainer[Global___SealedValue]:
+        """one box for exactly the pools Recipients names, each to that pool's current key; at most 64 boxes, 512 KiB in all"""
+
     def __init__(
         self,
         *,
@@ -132,12 +147,16 @@ Global___PutMemory: _TypeAlias = PutMemory  # noqa: Y015
 
 @_typing.final
 class DeleteMemory(_message.Message):
+    """Delete a memory of the author's pool and all its boxes (submitter+)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
     EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """the memory key"""
     expected_version: _builtins.int
+    """absent: unconditional; else the memory's version must equal it"""
     def __init__(
         self,
         *,
@@ -177,19 +196,25 @@ class MemoryRecord(_message.Message):
     KEY_IDS_FIELD_NUMBER: _builtins.int
     BOX_BYTES_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """the memory key"""
     data_class: _builtins.str
+    """its data class"""
     level: _builtins.str
     """the class's trust level when it was put"""
     pool: _builtins.str
     """the memory's (owner) pool: its author's pool"""
     author_key_id: _builtins.bytes
+    """the key id (16 bytes) of the last PutMemory's signer"""
     author: _builtins.str
     """the author's principal name"""
     version: _builtins.int
     """1..n, reset by delete"""
     created_index: _builtins.int
+    """log index of the PutMemory that created it"""
     modified_index: _builtins.int
+    """log index of the last PutMemory"""
     modified_ordinal: _builtins.int
+    """that envelope's position in its entry"""
     modified_ms: _builtins.int
     """effective time (SPEC D6)"""
     box_bytes: _builtins.int
@@ -240,8 +265,11 @@ class RecipientsRequest(_message.Message):
     KEY_FIELD_NUMBER: _builtins.int
     CONSISTENCY_FIELD_NUMBER: _builtins.int
     data_class: _builtins.str
+    """a data class of the policy (NOT_FOUND otherwise)"""
     key: _builtins.str
+    """optional memory key: its current version is returned; another pool's key: PERMISSION_DENIED"""
     consistency: Global___MemoryConsistency.ValueType
+    """default linearizable"""
     def __init__(
         self,
         *,
@@ -259,6 +287,8 @@ Global___RecipientsRequest: _TypeAlias = RecipientsRequest  # noqa: Y015
 
 @_typing.final
 class Recipient(_message.Message):
+    """One pool a value must be sealed to."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POOL_FIELD_NUMBER: _builtins.int
@@ -266,7 +296,9 @@ class Recipient(_message.Message):
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     TRUST_FIELD_NUMBER: _builtins.int
     pool: _builtins.str
+    """the pool (SealedValue.pool)"""
     key_id: _builtins.bytes
+    """16 bytes: the key id to put in SealedValue.key_id"""
     public_key: _builtins.bytes
     """Ed25519; the box goes to its X25519 form"""
     trust: _builtins.str
@@ -289,6 +321,8 @@ Global___Recipient: _TypeAlias = Recipient  # noqa: Y015
 
 @_typing.final
 class RecipientsResponse(_message.Message):
+    """The recipients as of applied_index on the serving node."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POOL_FIELD_NUMBER: _builtins.int
@@ -302,11 +336,15 @@ class RecipientsResponse(_message.Message):
     pool: _builtins.str
     """the memory's pool"""
     data_class: _builtins.str
+    """the data class asked about"""
     level: _builtins.str
+    """its trust level: standard, high, max"""
     version: _builtins.int
     """the memory's current version (0: none)"""
     applied_index: _builtins.int
+    """the serving node's applied index when it read"""
     served_by: _builtins.str
+    """node id"""
     @_builtins.property
     def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recipient]:
         """sorted by pool"""
@@ -337,16 +375,19 @@ Global___RecipientsResponse: _TypeAlias = RecipientsResponse  # noqa: Y015
 
 @_typing.final
 class MemoryReadRequest(_message.Message):
+    """One memory, read from the serving node's applied state."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
     OPEN_FIELD_NUMBER: _builtins.int
     MIN_INDEX_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """the memory key"""
     open: _builtins.bool
     """the serving node opens its own pool's box (it must be the caller's pool)"""
     min_index: _builtins.int
-    """wait (up to the deadline) until this node applied at least this index"""
+    """wait (up to the deadline, at most 10 s; then DEADLINE_EXCEEDED) until this node applied at least this index; 0: no wait"""
     def __init__(
         self,
         *,
@@ -364,6 +405,8 @@ Global___MemoryReadRequest: _TypeAlias = MemoryReadRequest  # noqa: Y015
 
 @_typing.final
 class MemoryReadResponse(_message.Message):
+    """The memory's metadata and the caller's pool's box (never another pool's), optionally opened."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FOUND_FIELD_NUMBER: _builtins.int
@@ -375,14 +418,21 @@ class MemoryReadResponse(_message.Message):
     SERVED_BY_FIELD_NUMBER: _builtins.int
     SERVED_POOL_FIELD_NUMBER: _builtins.int
     found: _builtins.bool
+    """the key exists at applied_index (with open, a missing key is NOT_FOUND instead)"""
     value: _builtins.bytes
     """with open: the plaintext"""
     opened: _builtins.bool
+    """value holds the plaintext"""
     applied_index: _builtins.int
+    """the serving node's applied index when it read"""
     served_by: _builtins.str
+    """node id"""
     served_pool: _builtins.str
+    """the serving node's pool (the only pool whose box it can open)"""
     @_builtins.property
-    def record(self) -> Global___MemoryRecord: ...
+    def record(self) -> Global___MemoryRecord:
+        """the memory's metadata (set when found)"""
+
     @_builtins.property
     def sealed(self) -> Global___SealedValue:
         """the caller's pool's box, if it holds one"""

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class MemoriesStub:
-    """Missing associated documentation comment in .proto file."""
+    """Signed requests only (SPEC D2); a request is at most 4096 bytes.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -47,7 +48,8 @@ class MemoriesStub:
 
 
 class MemoriesServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Signed requests only (SPEC D2); a request is at most 4096 bytes.
+    """
 
     def Recipients(self, request, context):
         """Who a value of a data class is sealed to now (linearizable unless asked stale); the client seals
@@ -86,7 +88,8 @@ def add_MemoriesServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Memories:
-    """Missing associated documentation comment in .proto file."""
+    """Signed requests only (SPEC D2); a request is at most 4096 bytes.
+    """
 
     @staticmethod
     def Recipients(request,
