@@ -36,7 +36,10 @@ Receiver (`setTransmissionData`, tick thread): chunks are written to `<path>.inc
 header, to `<path>.incoming.body`; the header is parsed and its signature checked as soon as it has
 arrived and the body is hashed as it streams, so the last chunk costs two fsyncs and a rename, not a
 pass over the file. Then: rename to `<path>`, fsync the directory, `source.install(body, index)`,
-and pysyncobj clears the journal. Anything invalid is logged in one line and discarded.
+and pysyncobj clears the journal. Anything invalid is logged in one line and discarded, and so is a
+snapshot this node does not need: one at or below its applied index, or one whose last entry (index
+and term) its journal holds with every entry after the applied index — installing it would clear the
+entries after it, which this node may have acknowledged (Raft's InstallSnapshot rule 6, decision 0019).
 
 Measured on this machine (2 cores, virtio disk), a state of 100,000 keys (16-byte keys, 100-byte
 values): serialize to SUCCESS 51-57 ms, of which 0.3 ms on the tick thread; file 13.3 MB. Receiving
