@@ -32,6 +32,7 @@ class Signed(_message.Message):
     SIG_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
     body: _builtins.bytes
+    """the signed message's bytes (an Envelope, a LogEntry, a RequestAuth, ...), carried as is"""
     sig: _builtins.bytes
     """64 bytes, Ed25519"""
     key_id: _builtins.bytes
@@ -78,23 +79,39 @@ class Envelope(_message.Message):
     expires_at_ms: _builtins.int
     """after issued_at_ms by at most policy max_validity_ms (default 5 min, D3)"""
     @_builtins.property
-    def put(self) -> Global___Put: ...
-    @_builtins.property
-    def delete(self) -> Global___Delete: ...
-    @_builtins.property
-    def compare_and_set(self) -> Global___CompareAndSet: ...
-    @_builtins.property
-    def barrier(self) -> Global___Barrier: ...
-    @_builtins.property
-    def tick(self) -> Global___Tick: ...
-    @_builtins.property
-    def cosign(self) -> Global___Cosign: ...
-    @_builtins.property
-    def governance(self) -> _governance_pb2.GovernanceCommand:
-        """Each area keeps its commands in its own file (governance.proto, placement.proto)."""
+    def put(self) -> Global___Put:
+        """registry write (operator+)"""
 
     @_builtins.property
-    def placement(self) -> _placement_pb2.PlacementCommand: ...
+    def delete(self) -> Global___Delete:
+        """registry delete (operator+)"""
+
+    @_builtins.property
+    def compare_and_set(self) -> Global___CompareAndSet:
+        """registry conditional write (operator+)"""
+
+    @_builtins.property
+    def barrier(self) -> Global___Barrier:
+        """nodes only: a read barrier"""
+
+    @_builtins.property
+    def tick(self) -> Global___Tick:
+        """nodes only: the leader's clock reached a deadline"""
+
+    @_builtins.property
+    def cosign(self) -> Global___Cosign:
+        """nodes only: a checkpoint signature"""
+
+    @_builtins.property
+    def governance(self) -> _governance_pb2.GovernanceCommand:
+        """Each area keeps its commands in its own file (governance.proto, placement.proto).
+        principals, pools, pairing, trust, policy, votes, memories
+        """
+
+    @_builtins.property
+    def placement(self) -> _placement_pb2.PlacementCommand:
+        """inventory, workloads, pool control, the model catalog"""
+
     def __init__(
         self,
         *,
@@ -123,12 +140,16 @@ Global___Envelope: _TypeAlias = Envelope  # noqa: Y015
 
 @_typing.final
 class Put(_message.Message):
+    """Create or replace a registry key (version + 1)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """under /routes/ or /settings/, a name after the prefix, at most 512 bytes"""
     value: _builtins.bytes
+    """at most 4096 bytes"""
     def __init__(
         self,
         *,
@@ -145,11 +166,14 @@ Global___Put: _TypeAlias = Put  # noqa: Y015
 
 @_typing.final
 class Delete(_message.Message):
+    """Delete a registry key; its version starts again at 1 if it is put later."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
     EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """the key (rules as in Put)"""
     expected_version: _builtins.int
     """absent: unconditional"""
     def __init__(
@@ -178,8 +202,11 @@ class CompareAndSet(_message.Message):
     VALUE_FIELD_NUMBER: _builtins.int
     EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """the key (rules as in Put)"""
     value: _builtins.bytes
+    """the new value, at most 4096 bytes"""
     expected_version: _builtins.int
+    """the key's current version; mismatch: FAILED_PRECONDITION"""
     def __init__(
         self,
         *,
@@ -203,6 +230,7 @@ class Barrier(_message.Message):
 
     SEQUENCE_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
+    """informational; the node writes 0 (each barrier has its own request id)"""
     def __init__(
         self,
         *,
@@ -253,6 +281,7 @@ class Cosign(_message.Message):
     STATE_DIGEST_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     index: _builtins.int
+    """a recorded checkpoint's index (CheckpointRecord.index), applied by this node"""
     chain_head: _builtins.bytes
     """32 bytes: the hash-chain head after entry `index`"""
     state_digest: _builtins.bytes
@@ -324,7 +353,9 @@ class Revision(_message.Message):
     INDEX_FIELD_NUMBER: _builtins.int
     ORDINAL_FIELD_NUMBER: _builtins.int
     index: _builtins.int
+    """the log index of the entry"""
     ordinal: _builtins.int
+    """0-based position of the envelope in that entry"""
     def __init__(
         self,
         *,
@@ -351,13 +382,19 @@ class RegistryRecord(_message.Message):
     CREATE_REVISION_FIELD_NUMBER: _builtins.int
     MOD_REVISION_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """the key"""
     value: _builtins.bytes
+    """its value, at most 4096 bytes"""
     version: _builtins.int
     """1..n, reset by delete; CompareAndSet with 0 means "must not exist" """
     @_builtins.property
-    def create_revision(self) -> Global___Revision: ...
+    def create_revision(self) -> Global___Revision:
+        """where the key was created (since its last delete)"""
+
     @_builtins.property
-    def mod_revision(self) -> Global___Revision: ...
+    def mod_revision(self) -> Global___Revision:
+        """where it was last written"""
+
     def __init__(
         self,
         *,
@@ -398,13 +435,21 @@ class Result(_message.Message):
     ordinal: _builtins.int
     """the envelope's position in that entry"""
     @_builtins.property
-    def record(self) -> Global___RegistryRecord: ...
+    def record(self) -> Global___RegistryRecord:
+        """Put, CompareAndSet: the key as written"""
+
     @_builtins.property
-    def deleted(self) -> Global___RegistryRecord: ...
+    def deleted(self) -> Global___RegistryRecord:
+        """Delete: the key as it was before"""
+
     @_builtins.property
-    def governance(self) -> _governance_pb2.GovernanceResult: ...
+    def governance(self) -> _governance_pb2.GovernanceResult:
+        """critical commands and votes (pending state), pairings, PutMemory"""
+
     @_builtins.property
-    def placement(self) -> _placement_pb2.PlacementResult: ...
+    def placement(self) -> _placement_pb2.PlacementResult:
+        """Submit, Cancel, ReportStatus, Migrate"""
+
     def __init__(
         self,
         *,
@@ -437,9 +482,13 @@ class DedupRecord(_message.Message):
     EXPIRES_AT_MS_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     body_sha256: _builtins.bytes
+    """sha256 of the envelope body: the same request id with another body: INVALID_ARGUMENT"""
     expires_at_ms: _builtins.int
+    """the envelope's expiry; apply prunes the record after it (effective time)"""
     @_builtins.property
-    def result(self) -> Global___Result: ...
+    def result(self) -> Global___Result:
+        """the first result, returned again for a repeat"""
+
     def __init__(
         self,
         *,
@@ -503,7 +552,9 @@ class CheckpointRecord(_message.Message):
     COSIGNATURES_FIELD_NUMBER: _builtins.int
     COMPLETE_INDEX_FIELD_NUMBER: _builtins.int
     index: _builtins.int
+    """the checkpoint's log index"""
     chain_head: _builtins.bytes
+    """32 bytes: the hash-chain head after entry `index`"""
     state_digest: _builtins.bytes
     """of the state as of `index`, before this record was written"""
     complete_index: _builtins.int
@@ -531,6 +582,8 @@ Global___CheckpointRecord: _TypeAlias = CheckpointRecord  # noqa: Y015
 
 @_typing.final
 class Cosignature(_message.Message):
+    """One node's accepted signature over a checkpoint."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NODE_ID_FIELD_NUMBER: _builtins.int
@@ -538,9 +591,11 @@ class Cosignature(_message.Message):
     SIGNATURE_FIELD_NUMBER: _builtins.int
     LOG_INDEX_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
+    """the voter node that signed"""
     public_key: _builtins.bytes
     """the node key that signed (the principal's key when it was applied)"""
     signature: _builtins.bytes
+    """64 bytes, Ed25519 (context fedraft/v1/cosign)"""
     log_index: _builtins.int
     """where the Cosign entry is in the log"""
     def __init__(
@@ -561,7 +616,9 @@ Global___Cosignature: _TypeAlias = Cosignature  # noqa: Y015
 
 @_typing.final
 class Principal(_message.Message):
-    """A principal as the replicated state stores it."""
+    """A principal as the replicated state stores it.
+    A principal as the replicated state stores it (keyed by key id; List "principals", hex prefix/token).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -574,11 +631,15 @@ class Principal(_message.Message):
     REVOKED_INDEX_FIELD_NUMBER: _builtins.int
     REVOKED_WHY_FIELD_NUMBER: _builtins.int
     key_id: _builtins.bytes
+    """16 bytes: sha256(public_key)[:16]"""
     public_key: _builtins.bytes
+    """Ed25519, 32 bytes"""
     pool: _builtins.str
+    """the pool it belongs to"""
     role: _builtins.str
     """node, admin, operator, submitter"""
     name: _builtins.str
+    """its name (genesis, AddPrincipal, "<pool>-agent" for a member pool's agent)"""
     added_index: _builtins.int
     """0: pinned by genesis"""
     revoked_index: _builtins.int

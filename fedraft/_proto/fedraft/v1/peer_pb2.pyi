@@ -22,6 +22,11 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class PeerHello(_message.Message):
+    """The signed handshake, three messages before any other frame: the dialer's hello, the server's reply
+    echoing its nonce, the dialer's confirmation echoing the server's (docs/decisions/0002). The key is
+    the speaker's node key pinned in genesis.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CLUSTER_ID_FIELD_NUMBER: _builtins.int
@@ -31,6 +36,7 @@ class PeerHello(_message.Message):
     ECHO_NONCE_FIELD_NUMBER: _builtins.int
     SIG_FIELD_NUMBER: _builtins.int
     cluster_id: _builtins.bytes
+    """the federation's cluster id (32 bytes); another federation's hello is refused"""
     node_id: _builtins.str
     """who is speaking"""
     peer_node_id: _builtins.str
@@ -61,14 +67,21 @@ Global___PeerHello: _TypeAlias = PeerHello  # noqa: Y015
 
 @_typing.final
 class RequestVote(_message.Message):
+    """A candidate asks for a vote (pysyncobj request_vote). Dropped while the receiver heard from its
+    leader within raftMinTimeout (pre-vote emulation, SPEC §2).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TERM_FIELD_NUMBER: _builtins.int
     LAST_LOG_INDEX_FIELD_NUMBER: _builtins.int
     LAST_LOG_TERM_FIELD_NUMBER: _builtins.int
     term: _builtins.int
+    """the candidate's term"""
     last_log_index: _builtins.int
+    """index of the candidate's last log entry"""
     last_log_term: _builtins.int
+    """term of that entry"""
     def __init__(
         self,
         *,
@@ -86,10 +99,13 @@ Global___RequestVote: _TypeAlias = RequestVote  # noqa: Y015
 
 @_typing.final
 class ResponseVote(_message.Message):
+    """A granted vote (pysyncobj sends none when it refuses)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TERM_FIELD_NUMBER: _builtins.int
     term: _builtins.int
+    """the term the vote is for"""
     def __init__(
         self,
         *,
@@ -105,14 +121,19 @@ Global___ResponseVote: _TypeAlias = ResponseVote  # noqa: Y015
 
 @_typing.final
 class WireEntry(_message.Message):
+    """One Raft log entry in an append."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     COMMAND_FIELD_NUMBER: _builtins.int
     INDEX_FIELD_NUMBER: _builtins.int
     TERM_FIELD_NUMBER: _builtins.int
     command: _builtins.bytes
+    """pysyncobj's command: first byte 0 (then a Signed LogEntry, protobuf) or 1 (a leader no-op); others refused"""
     index: _builtins.int
+    """its Raft index: contiguous from prev_log_idx + 1, below 2^63"""
     term: _builtins.int
+    """its term, at most the append's term"""
     def __init__(
         self,
         *,
@@ -130,14 +151,21 @@ Global___WireEntry: _TypeAlias = WireEntry  # noqa: Y015
 
 @_typing.final
 class SnapshotChunk(_message.Message):
+    """A piece of a snapshot file (SPEC D15: signed header, then an LMDB compact copy): 64 KiB by
+    default; a receiver refuses a chunk over twice its own chunk size.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DATA_FIELD_NUMBER: _builtins.int
     IS_FIRST_FIELD_NUMBER: _builtins.int
     IS_LAST_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
+    """the chunk's bytes, in file order"""
     is_first: _builtins.bool
+    """the first chunk: the receiver starts a new file"""
     is_last: _builtins.bool
+    """the last chunk: the receiver verifies and installs the snapshot"""
     def __init__(
         self,
         *,
@@ -155,6 +183,8 @@ Global___SnapshotChunk: _TypeAlias = SnapshotChunk  # noqa: Y015
 
 @_typing.final
 class AppendEntries(_message.Message):
+    """The leader's append (or heartbeat, with no entries) or snapshot transfer (pysyncobj append_entries)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TERM_FIELD_NUMBER: _builtins.int
@@ -165,13 +195,19 @@ class AppendEntries(_message.Message):
     ENTRIES_FIELD_NUMBER: _builtins.int
     SNAPSHOT_FIELD_NUMBER: _builtins.int
     term: _builtins.int
+    """the leader's term"""
     commit_index: _builtins.int
+    """the leader's commit index"""
     prev_log_idx: _builtins.int
     """Regular append: prev_log_idx is present."""
     prev_log_term: _builtins.int
+    """term of the entry at prev_log_idx; present exactly when prev_log_idx is"""
     regular: _builtins.bool
+    """true: a regular append (entries); false: a snapshot transfer (snapshot)"""
     @_builtins.property
-    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___WireEntry]: ...
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___WireEntry]:
+        """regular only: the entries after prev_log_idx, in order"""
+
     @_builtins.property
     def snapshot(self) -> Global___SnapshotChunk:
         """Snapshot transfer: regular is false; chunk absent means "none yet"."""
@@ -204,14 +240,19 @@ Global___AppendEntries: _TypeAlias = AppendEntries  # noqa: Y015
 
 @_typing.final
 class NextNodeIdx(_message.Message):
+    """A follower's answer to an append (pysyncobj next_node_idx)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NEXT_NODE_IDX_FIELD_NUMBER: _builtins.int
     RESET_FIELD_NUMBER: _builtins.int
     SUCCESS_FIELD_NUMBER: _builtins.int
     next_node_idx: _builtins.int
+    """the index the follower expects next"""
     reset: _builtins.bool
+    """the leader sets its next index for this follower to next_node_idx (log mismatch)"""
     success: _builtins.bool
+    """the append matched: the leader's match index becomes next_node_idx - 1"""
     def __init__(
         self,
         *,
@@ -229,10 +270,13 @@ Global___NextNodeIdx: _TypeAlias = NextNodeIdx  # noqa: Y015
 
 @_typing.final
 class TimeoutNow(_message.Message):
+    """Leadership transfer: the current leader asks this follower to start an election now (passes pre-vote)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TERM_FIELD_NUMBER: _builtins.int
     term: _builtins.int
+    """the leader's term; ignored when below the receiver's or not from its leader"""
     def __init__(
         self,
         *,
@@ -248,6 +292,10 @@ Global___TimeoutNow: _TypeAlias = TimeoutNow  # noqa: Y015
 
 @_typing.final
 class PeerFrame(_message.Message):
+    """One message on a peer stream: exactly one kind is set. A frame that does not decode to a shape
+    pysyncobj produces closes the stream (never the node).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     HELLO_FIELD_NUMBER: _builtins.int
@@ -257,17 +305,29 @@ class PeerFrame(_message.Message):
     NEXT_NODE_IDX_FIELD_NUMBER: _builtins.int
     TIMEOUT_NOW_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def hello(self) -> Global___PeerHello: ...
+    def hello(self) -> Global___PeerHello:
+        """handshake only: the first frames of a stream, never later"""
+
     @_builtins.property
-    def request_vote(self) -> Global___RequestVote: ...
+    def request_vote(self) -> Global___RequestVote:
+        """candidate -> voter"""
+
     @_builtins.property
-    def response_vote(self) -> Global___ResponseVote: ...
+    def response_vote(self) -> Global___ResponseVote:
+        """voter -> candidate"""
+
     @_builtins.property
-    def append_entries(self) -> Global___AppendEntries: ...
+    def append_entries(self) -> Global___AppendEntries:
+        """leader -> follower"""
+
     @_builtins.property
-    def next_node_idx(self) -> Global___NextNodeIdx: ...
+    def next_node_idx(self) -> Global___NextNodeIdx:
+        """follower -> leader"""
+
     @_builtins.property
-    def timeout_now(self) -> Global___TimeoutNow: ...
+    def timeout_now(self) -> Global___TimeoutNow:
+        """leader -> follower"""
+
     def __init__(
         self,
         *,

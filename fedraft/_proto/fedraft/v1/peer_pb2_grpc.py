@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class PeerStub:
-    """Missing associated documentation comment in .proto file."""
+    """Node-to-node Raft traffic over mutual TLS; the peer's certificate key must match its SPKI hash pinned
+    in genesis. Only the node with the larger id dials.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -42,7 +44,9 @@ class PeerStub:
 
 
 class PeerServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Node-to-node Raft traffic over mutual TLS; the peer's certificate key must match its SPKI hash pinned
+    in genesis. Only the node with the larger id dials.
+    """
 
     def Stream(self, request_iterator, context):
         """The dialing node opens one stream per peer; both directions ride on it.
@@ -68,7 +72,9 @@ def add_PeerServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Peer:
-    """Missing associated documentation comment in .proto file."""
+    """Node-to-node Raft traffic over mutual TLS; the peer's certificate key must match its SPKI hash pinned
+    in genesis. Only the node with the larger id dials.
+    """
 
     @staticmethod
     def Stream(request_iterator,
