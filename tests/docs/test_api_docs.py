@@ -133,3 +133,8 @@ def test_missing_passes_once_every_element_says_what_it_is(tmp_path: Path) -> No
     (root / "sample" / "v1" / "sample.proto").write_text(documented)
     done = _run("--proto-root", str(root), "--out", str(tmp_path / "api.md"), "--missing")
     assert (done.returncode, done.stdout) == (0, ""), done.stdout + done.stderr
+
+
+def test_every_element_of_the_protos_has_a_comment() -> None:
+    done = _run("--missing")
+    assert (done.returncode, done.stdout) == (0, ""), done.stdout + done.stderr

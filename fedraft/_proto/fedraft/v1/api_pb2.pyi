@@ -46,6 +46,8 @@ Global___Consistency: _TypeAlias = Consistency  # noqa: Y015
 
 @_typing.final
 class ProposeRequest(_message.Message):
+    """A batch of signed envelopes for the leader (a follower answers UNAVAILABLE with the leader's id)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENVELOPES_FIELD_NUMBER: _builtins.int
@@ -54,7 +56,7 @@ class ProposeRequest(_message.Message):
     """not read: the leader always waits for the results, up to the call's"""
     @_builtins.property
     def envelopes(self) -> _containers.RepeatedCompositeFieldContainer[_entries_pb2.Signed]:
-        """each Signed(body = Envelope)"""
+        """each Signed(body = Envelope); 1-1000 (more: RESOURCE_EXHAUSTED); the request is at most 4 MiB"""
 
     def __init__(
         self,
@@ -72,12 +74,14 @@ Global___ProposeRequest: _TypeAlias = ProposeRequest  # noqa: Y015
 
 @_typing.final
 class ProposeResponse(_message.Message):
+    """The outcome of every envelope, refused or applied."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_entries_pb2.Result]:
-        """one per envelope, in order"""
+        """one per envelope, in order; one refused before the log has index 0"""
 
     def __init__(
         self,
@@ -101,7 +105,9 @@ class GetRequest(_message.Message):
     KEY_FIELD_NUMBER: _builtins.int
     CONSISTENCY_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """under /routes/ or /settings/, at most 512 bytes (else INVALID_ARGUMENT)"""
     consistency: Global___Consistency.ValueType
+    """default LINEARIZABLE"""
     def __init__(
         self,
         *,
@@ -118,6 +124,8 @@ Global___GetRequest: _TypeAlias = GetRequest  # noqa: Y015
 
 @_typing.final
 class GetResponse(_message.Message):
+    """The key as of applied_index on the serving node."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FOUND_FIELD_NUMBER: _builtins.int
@@ -126,10 +134,11 @@ class GetResponse(_message.Message):
     APPLIED_AGE_MS_FIELD_NUMBER: _builtins.int
     SERVED_BY_FIELD_NUMBER: _builtins.int
     found: _builtins.bool
+    """the key exists"""
     applied_index: _builtins.int
     """the serving node's applied index when it read"""
     applied_age_ms: _builtins.int
-    """STALE: time since this node last applied an entry"""
+    """ms since this node last applied an entry (how old a STALE read may be)"""
     served_by: _builtins.str
     """node id"""
     @_builtins.property
@@ -173,6 +182,7 @@ class ListRequest(_message.Message):
     limit: _builtins.int
     """0: 100; at most 1000"""
     consistency: Global___Consistency.ValueType
+    """default LINEARIZABLE"""
     def __init__(
         self,
         *,
@@ -192,6 +202,8 @@ Global___ListRequest: _TypeAlias = ListRequest  # noqa: Y015
 
 @_typing.final
 class ListResponse(_message.Message):
+    """One page: only the field of the collection asked for is filled."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RECORDS_FIELD_NUMBER: _builtins.int
@@ -209,17 +221,29 @@ class ListResponse(_message.Message):
     next_page_token: _builtins.str
     """empty on the last page"""
     applied_index: _builtins.int
+    """the serving node's applied index when it read the page"""
     served_by: _builtins.str
+    """node id"""
     @_builtins.property
-    def records(self) -> _containers.RepeatedCompositeFieldContainer[_entries_pb2.RegistryRecord]: ...
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[_entries_pb2.RegistryRecord]:
+        """collection registry, keyed by registry key"""
+
     @_builtins.property
-    def pools(self) -> _containers.RepeatedCompositeFieldContainer[_placement_pb2.PoolRecord]: ...
+    def pools(self) -> _containers.RepeatedCompositeFieldContainer[_placement_pb2.PoolRecord]:
+        """collection pools, keyed by pool id"""
+
     @_builtins.property
-    def workloads(self) -> _containers.RepeatedCompositeFieldContainer[_placement_pb2.WorkloadRecord]: ...
+    def workloads(self) -> _containers.RepeatedCompositeFieldContainer[_placement_pb2.WorkloadRecord]:
+        """collection workloads, keyed by workload id"""
+
     @_builtins.property
-    def pairings(self) -> _containers.RepeatedCompositeFieldContainer[_governance_pb2.PairingRecord]: ...
+    def pairings(self) -> _containers.RepeatedCompositeFieldContainer[_governance_pb2.PairingRecord]:
+        """collection pairings, keyed by the sorted pool pair"""
+
     @_builtins.property
-    def catalog(self) -> _containers.RepeatedCompositeFieldContainer[_catalog_pb2.CatalogRecord]: ...
+    def catalog(self) -> _containers.RepeatedCompositeFieldContainer[_catalog_pb2.CatalogRecord]:
+        """collection catalog, keyed by model name"""
+
     @_builtins.property
     def pending(self) -> _containers.RepeatedCompositeFieldContainer[_governance_pb2.PendingRecord]:
         """governance (SPEC §5, §6)
@@ -264,6 +288,8 @@ Global___ListResponse: _TypeAlias = ListResponse  # noqa: Y015
 
 @_typing.final
 class StatusRequest(_message.Message):
+    """Open without a signature (the minimal view); a signed request gets the full view."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     INCLUDE_DIGEST_FIELD_NUMBER: _builtins.int
@@ -284,6 +310,8 @@ Global___StatusRequest: _TypeAlias = StatusRequest  # noqa: Y015
 
 @_typing.final
 class PeerStatus(_message.Message):
+    """Another voter node as this node sees it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NODE_ID_FIELD_NUMBER: _builtins.int
@@ -291,8 +319,11 @@ class PeerStatus(_message.Message):
     CONNECTED_FIELD_NUMBER: _builtins.int
     LAST_CONTACT_MS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
+    """the peer's node id"""
     address: _builtins.str
+    """its API address from this node's config; empty if not configured"""
     connected: _builtins.bool
+    """heard from within the maximum election timeout"""
     last_contact_ms: _builtins.int
     """ms since the last message from that peer; 0 if never"""
     def __init__(
@@ -313,6 +344,8 @@ Global___PeerStatus: _TypeAlias = PeerStatus  # noqa: Y015
 
 @_typing.final
 class StatusResponse(_message.Message):
+    """The serving node's view; the fields marked "signed" are empty in an unsigned answer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NODE_ID_FIELD_NUMBER: _builtins.int
@@ -336,17 +369,25 @@ class StatusResponse(_message.Message):
     POOL_FIELD_NUMBER: _builtins.int
     VOTERS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
+    """the serving node"""
     role: _builtins.str
-    """leader, follower, candidate"""
+    """leader or follower (a candidate reports follower)"""
     leader_id: _builtins.str
+    """the leader this node knows; empty: none"""
     term: _builtins.int
+    """the current Raft term"""
     commit_index: _builtins.int
+    """the Raft commit index"""
     applied_index: _builtins.int
+    """the last index applied to the state"""
     has_quorum: _builtins.bool
+    """a majority of voters (itself included) in contact"""
     lockdown: _builtins.bool
+    """fewer than a majority in contact within raftMaxTimeout: writes refused, STALE reads only (D11)"""
     cluster_id: _builtins.bytes
+    """32 bytes: sha256 of genesis.json"""
     state_digest: _builtins.bytes
-    """only for signed requests"""
+    """the D18 digest at applied_index: signed requests with include_digest only"""
     chain_head: _builtins.bytes
     """hash-chain head at the applied index; signed requests only"""
     db_used_bytes: _builtins.int
@@ -429,6 +470,8 @@ Global___WatchRequest: _TypeAlias = WatchRequest  # noqa: Y015
 
 @_typing.final
 class WatchEvent(_message.Message):
+    """One applied envelope (or a progress report) from the serving node's applied log."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     INDEX_FIELD_NUMBER: _builtins.int
@@ -456,10 +499,13 @@ class WatchEvent(_message.Message):
     author: _builtins.str
     """that key's principal name, if the state knows it"""
     author_pool: _builtins.str
+    """that key's pool, if the state knows it"""
     request_id: _builtins.bytes
+    """the envelope's request id (16 bytes)"""
     code: _builtins.int
     """the result's code (gRPC numbering); see result_known"""
     message: _builtins.str
+    """the result's message"""
     result_known: _builtins.bool
     """false: this node did not keep the result (the entry arrived by snapshot, a crash gap, or it is
     older than the node kept results for)
@@ -471,6 +517,7 @@ class WatchEvent(_message.Message):
     is then the node's applied index.
     """
     served_by: _builtins.str
+    """node id"""
     @_builtins.property
     def result(self) -> _entries_pb2.Result:
         """the whole result, with its detail; unset when not result_known"""
@@ -520,10 +567,13 @@ Global___ExportLogRequest: _TypeAlias = ExportLogRequest  # noqa: Y015
 
 @_typing.final
 class ExportLogChunk(_message.Message):
+    """A piece of the export, in order; the concatenation is the file `fedraft verify` reads."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DATA_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
+    """the next bytes of the export"""
     def __init__(
         self,
         *,
@@ -572,6 +622,8 @@ Global___SimulateRequest: _TypeAlias = SimulateRequest  # noqa: Y015
 
 @_typing.final
 class SimulatedChange(_message.Message):
+    """One workload the scenario would change."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKLOAD_ID_FIELD_NUMBER: _builtins.int
@@ -582,8 +634,11 @@ class SimulatedChange(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     workload_id: _builtins.str
+    """the workload"""
     phase_before: _builtins.str
+    """its phase in the serving node's state"""
     phase: _builtins.str
+    """its phase after the scenario"""
     reason: _builtins.str
     """the move's rule (failover, gpu-fault, drain, preempted, retry...); empty: no move"""
     detail: _builtins.str
@@ -617,6 +672,8 @@ Global___SimulatedChange: _TypeAlias = SimulatedChange  # noqa: Y015
 
 @_typing.final
 class SimulateResponse(_message.Message):
+    """What the scenario would change; nothing is written or proposed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SCENARIO_FIELD_NUMBER: _builtins.int
@@ -634,6 +691,7 @@ class SimulateResponse(_message.Message):
     effective_ms: _builtins.int
     """the effective time it was applied at"""
     served_by: _builtins.str
+    """node id"""
     @_builtins.property
     def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___SimulatedChange]:
         """sorted by workload id"""

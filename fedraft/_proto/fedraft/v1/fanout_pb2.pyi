@@ -25,6 +25,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class FanoutQuery(_message.Message):
+    """A search query, signed by its author (a principal of origin_pool) inside FanoutMessage."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORIGIN_POOL_FIELD_NUMBER: _builtins.int
@@ -73,6 +75,8 @@ Global___FanoutQuery: _TypeAlias = FanoutQuery  # noqa: Y015
 
 @_typing.final
 class FanoutHit(_message.Message):
+    """One match of a pool's local handler."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -101,6 +105,8 @@ Global___FanoutHit: _TypeAlias = FanoutHit  # noqa: Y015
 
 @_typing.final
 class FanoutAnswer(_message.Message):
+    """A pool's answer to a FanoutQuery, signed by that pool's node key inside FanoutMessage."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     QUERY_SHA256_FIELD_NUMBER: _builtins.int
@@ -113,13 +119,19 @@ class FanoutAnswer(_message.Message):
     query_sha256: _builtins.bytes
     """sha256 of the query's Signed.body: binds the answer to one query"""
     pool: _builtins.str
+    """the answering pool"""
     node_id: _builtins.str
+    """the node that answered and signed"""
     answered_at_ms: _builtins.int
+    """that node's wall clock when it answered"""
     handler: _builtins.str
+    """the local handler's name (e.g. folder-search)"""
     truncated: _builtins.bool
     """the handler stopped at a bound (results, files, bytes)"""
     @_builtins.property
-    def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___FanoutHit]: ...
+    def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___FanoutHit]:
+        """the matches, at most the query's max_results"""
+
     def __init__(
         self,
         *,
@@ -158,6 +170,7 @@ class IncidentsQuery(_message.Message):
     author: _builtins.str
     """informational; the key id is what counts"""
     issued_at_ms: _builtins.int
+    """wall clock of the administrator"""
     expires_at_ms: _builtins.int
     """at most 5 minutes after issued_at_ms"""
     nonce: _builtins.bytes
@@ -184,6 +197,8 @@ Global___IncidentsQuery: _TypeAlias = IncidentsQuery  # noqa: Y015
 
 @_typing.final
 class IncidentRecord(_message.Message):
+    """One incident of a pool's local journal."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SEQ_FIELD_NUMBER: _builtins.int
@@ -196,10 +211,13 @@ class IncidentRecord(_message.Message):
     seq: _builtins.int
     """position in the pool's hash-chained incident journal"""
     at_ms: _builtins.int
+    """the node's wall clock when it was raised"""
     level: _builtins.str
     """critical, warning, info"""
     kind: _builtins.str
+    """what happened (the name the raising code gives, e.g. break-glass, lockdown)"""
     applied_index: _builtins.int
+    """the node's applied index when it was raised"""
     detail_json: _builtins.str
     """the record's detail, canonical JSON"""
     hash: _builtins.str
@@ -225,6 +243,8 @@ Global___IncidentRecord: _TypeAlias = IncidentRecord  # noqa: Y015
 
 @_typing.final
 class IncidentsAnswer(_message.Message):
+    """A pool's incident journal tail, signed by that pool's node key inside FanoutMessage."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     QUERY_SHA256_FIELD_NUMBER: _builtins.int
@@ -236,8 +256,11 @@ class IncidentsAnswer(_message.Message):
     query_sha256: _builtins.bytes
     """sha256 of the query's Signed.body"""
     pool: _builtins.str
+    """the answering pool"""
     node_id: _builtins.str
+    """the node that answered and signed"""
     answered_at_ms: _builtins.int
+    """that node's wall clock when it answered"""
     total: _builtins.int
     """incidents in the journal (the answer holds the latest `limit`)"""
     @_builtins.property
@@ -273,13 +296,21 @@ class FanoutMessage(_message.Message):
     INCIDENTS_QUERY_FIELD_NUMBER: _builtins.int
     INCIDENTS_ANSWER_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def query(self) -> Global___FanoutQuery: ...
+    def query(self) -> Global___FanoutQuery:
+        """signed by the author"""
+
     @_builtins.property
-    def answer(self) -> Global___FanoutAnswer: ...
+    def answer(self) -> Global___FanoutAnswer:
+        """signed by the answering node"""
+
     @_builtins.property
-    def incidents_query(self) -> Global___IncidentsQuery: ...
+    def incidents_query(self) -> Global___IncidentsQuery:
+        """signed by the administrator"""
+
     @_builtins.property
-    def incidents_answer(self) -> Global___IncidentsAnswer: ...
+    def incidents_answer(self) -> Global___IncidentsAnswer:
+        """signed by the answering node"""
+
     def __init__(
         self,
         *,
@@ -328,6 +359,8 @@ Global___FanoutRequest: _TypeAlias = FanoutRequest  # noqa: Y015
 
 @_typing.final
 class PoolAnswer(_message.Message):
+    """What one pool answered, or why it did not."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POOL_FIELD_NUMBER: _builtins.int
@@ -337,12 +370,15 @@ class PoolAnswer(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     pool: _builtins.str
+    """the pool asked"""
     node_id: _builtins.str
+    """the node asked; empty when the pool has no node to ask (a member pool)"""
     trust: _builtins.str
     """the pairing's trust level"""
     code: _builtins.int
     """gRPC numbering: 0 answered; else the refusal, timeout or failure"""
     message: _builtins.str
+    """why, when code is not 0"""
     @_builtins.property
     def answer(self) -> _entries_pb2.Signed:
         """Signed(body = FanoutMessage{answer}) by that pool's node key; unset on refusal"""
@@ -367,6 +403,8 @@ Global___PoolAnswer: _TypeAlias = PoolAnswer  # noqa: Y015
 
 @_typing.final
 class FanoutResponse(_message.Message):
+    """Every asked pool's answer; each answer's signature is the client's to check."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORIGIN_POOL_FIELD_NUMBER: _builtins.int
@@ -374,7 +412,9 @@ class FanoutResponse(_message.Message):
     ANSWERS_FIELD_NUMBER: _builtins.int
     SKIPPED_FIELD_NUMBER: _builtins.int
     origin_pool: _builtins.str
+    """the query's origin pool (the serving node's pool)"""
     served_by: _builtins.str
+    """the serving node's id"""
     @_builtins.property
     def answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___PoolAnswer]:
         """one per paired pool trusted at the query's level, sorted by pool"""
@@ -429,11 +469,14 @@ Global___IncidentsRequest: _TypeAlias = IncidentsRequest  # noqa: Y015
 
 @_typing.final
 class IncidentsResponse(_message.Message):
+    """Every voter pool's signed answer or why it is missing."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVED_BY_FIELD_NUMBER: _builtins.int
     ANSWERS_FIELD_NUMBER: _builtins.int
     served_by: _builtins.str
+    """the serving node's id"""
     @_builtins.property
     def answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___PoolAnswer]:
         """one per registered pool, sorted by pool; unreachable ones say why"""

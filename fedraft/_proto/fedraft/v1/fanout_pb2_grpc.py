@@ -27,7 +27,8 @@ if _version_not_supported:
 
 
 class FanoutStub:
-    """Missing associated documentation comment in .proto file."""
+    """Signed requests only (SPEC D2); no pool stores another pool's query or answer.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -58,7 +59,8 @@ class FanoutStub:
 
 
 class FanoutServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Signed requests only (SPEC D2); no pool stores another pool's query or answer.
+    """
 
     def Fanout(self, request, context):
         """Client -> origin node: verify, fan out, collect every pool's signed answer (or refusal).
@@ -121,7 +123,8 @@ def add_FanoutServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Fanout:
-    """Missing associated documentation comment in .proto file."""
+    """Signed requests only (SPEC D2); no pool stores another pool's query or answer.
+    """
 
     @staticmethod
     def Fanout(request,
