@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from fedraft.crypto.signing import Signer
 from fedraft.crypto.tls import KeyAndCert, issue_node_cert
 from fedraft.federation_files import FederationLayout, create_federation
 from fedraft.transport.links import NONCE_LEN, sign_hello
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import Cluster, wait_for
 from tests.security.test_rogue_peer import RawPeer
 
 pytestmark = pytest.mark.integration
@@ -110,6 +111,23 @@ def _snapshot(cluster: Cluster) -> dict[str, tuple[int, int, int]]:
     return out
 
 
+def _settled(cluster: Cluster, quiet_s: float = 1.5, timeout: float = 45.0) -> dict[str, tuple[int, int, int]]:
+    """Terms and indexes once none has moved for `quiet_s`: the nodes' own entries (the cosigners'
+    Cosigns come up to a round after what they cosign, decision 0018) land before the attacks start."""
+    last = _snapshot(cluster)
+    since = time.monotonic()
+
+    def quiet() -> bool:
+        nonlocal last, since
+        now = _snapshot(cluster)
+        if now != last:
+            last, since = now, time.monotonic()
+        return time.monotonic() - since >= quiet_s
+
+    wait_for(quiet, timeout, 0.1, f"terms and indexes unchanged for {quiet_s} s")
+    return last
+
+
 def _abuse(cluster: Cluster, other: FederationLayout, rounds: int) -> dict[str, tuple[int, int]]:
     """Per target: (RSS growth over all rounds, growth over the second half)."""
     rogue = Rogue(cluster, other)
@@ -149,7 +167,7 @@ def _run(cluster: Cluster, tmp_path: Path, rounds: int) -> None:
     client = cluster.client()
     client.put("/routes/before", b"1")
     cluster.wait_applied(cluster.status(leader).applied_index)
-    before = _snapshot(cluster)
+    before = _settled(cluster)
     growth = _abuse(cluster, other, rounds)
     assert _snapshot(cluster) == before, "a rogue connection moved a term or an index"
     for target, (grew, late) in growth.items():
