@@ -20,8 +20,10 @@ the commit index, which a correct leader never sends.
 round"). Stock pysyncobj (`_onTick`, ~l.634) gives each new round a fresh full election timeout,
 uniform(raftMinTimeout, raftMaxTimeout); after a split vote both candidates then idle 1-2 s before
 retrying, and a failover needs 2-4 s instead of 1-2 s. Here a node that becomes or stays candidate
-retries after uniform(0.25, 0.5) x raftMinTimeout; a node that hears a leader or grants a vote keeps
-the full range (pysyncobj sets those deadlines itself, never through the state change).
+retries after uniform(0.25, 0.5) x raftMinTimeout, a second lost round in a row after twice that, and
+further ones after pysyncobj's full range (a vote round trip longer than the short round must still
+elect); a node that hears a leader or grants a vote keeps the full range (pysyncobj sets those
+deadlines itself, never through the state change).
 
 It works on pysyncobj's name-mangled internals, so the import checks the exact version it was written for.
 """
@@ -39,8 +41,8 @@ from pysyncobj.version import VERSION as _PYSYNCOBJ_VERSION
 
 from fedraft.errors import InvariantBroken
 
-__all__ = ["CANDIDATE_ROUND", "ConflictOnlyTruncation", "ShortCandidateRound", "TrimmedAppend", "backup_hint",
-           "candidate_round", "trim_append_entries"]
+__all__ = ["CANDIDATE_ROUND", "SHORT_ROUNDS", "ConflictOnlyTruncation", "ShortCandidateRound", "TrimmedAppend",
+           "backup_hint", "candidate_round", "trim_append_entries"]
 
 log = logging.getLogger(__name__)
 
@@ -209,10 +211,19 @@ class ConflictOnlyTruncation:
 CANDIDATE_ROUND = (0.25, 0.5)
 
 
-def candidate_round(raft_min_timeout: float, draw: float) -> float:
-    """Seconds a candidate waits for votes before its next round; `draw` is uniform in [0, 1)."""
+# Consecutive rounds a candidate shortens: the first (x1) and, lost, the second (x2, 0.5-1.0 x
+# raftMinTimeout); from the third on pysyncobj's own full range. A grant is counted only in the term it
+# was asked in, so with a vote round trip above the short round every short round is lost: widening
+# bounds the cost of such a link (WAN between sites, a slow fsync) at two short rounds, not an endless
+# series of terms.
+SHORT_ROUNDS = 2
+
+
+def candidate_round(raft_min_timeout: float, draw: float, lost: int = 0) -> float:
+    """Seconds a candidate waits for votes before its next round, after `lost` (< SHORT_ROUNDS)
+    consecutive lost rounds; `draw` is uniform in [0, 1)."""
     low, high = CANDIDATE_ROUND
-    return raft_min_timeout * (low + (high - low) * draw)
+    return raft_min_timeout * (low + (high - low) * draw) * (1 << lost)
 
 
 class ShortCandidateRound:
@@ -224,9 +235,15 @@ class ShortCandidateRound:
     simulation's seeded RNG and clock drive it too.
     """
 
+    _fedraft_lost_rounds = 0  # consecutive rounds this node stood and lost, while it stayed candidate
+
     def _SyncObj__setState(self, newState: int) -> None:
+        raft: Any = self
+        stays = raft._SyncObj__raftState == _RAFT_STATE.CANDIDATE
         super()._SyncObj__setState(newState)  # type: ignore[misc]
-        if newState == _RAFT_STATE.CANDIDATE:
-            raft: Any = self
+        if newState != _RAFT_STATE.CANDIDATE:
+            return
+        self._fedraft_lost_rounds = lost = self._fedraft_lost_rounds + 1 if stays else 0
+        if lost < SHORT_ROUNDS:  # otherwise keep the full timeout pysyncobj just drew
             raft._SyncObj__raftElectionDeadline = _ps.monotonicTime() + candidate_round(
-                float(raft._SyncObj__conf.raftMinTimeout), _ps.random.random())
+                float(raft._SyncObj__conf.raftMinTimeout), _ps.random.random(), lost)
