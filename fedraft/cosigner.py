@@ -48,6 +48,7 @@ class Cosigner:
         self.wall_ms = wall_ms
         self.signed = 0  # Cosigns this process saw applied (for tests and status)
         self._scan_from = floor + 1  # every checkpoint below it is cosigned by us or not ours to sign
+        self._installs_seen = store.installs  # the state's snapshot installs that `floor` accounts for
         self._envelopes: dict[int, pb.Signed] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -60,6 +61,7 @@ class Cosigner:
     def on_snapshot(self, _first: int, last: int) -> None:
         """Checkpoints up to `last` arrived by snapshot: not computed here, not signed here."""
         self.floor = max(self.floor, last)
+        self._installs_seen = self.store.installs  # after the floor: a round seeing this sees the floor
         self._wake.set()
 
     # ----- thread -----
@@ -87,8 +89,12 @@ class Cosigner:
 
     def due(self) -> list[pb.CheckpointRecord]:
         """Checkpoints past the floor that this node has not cosigned, oldest first."""
-        start = max(self._scan_from, self.floor + 1)
         with self.store.read() as st:
+            if self.store.installs != self._installs_seen:
+                # A snapshot replaced the state and its listener has not raised the floor yet: what is
+                # past the old floor may have come with it, computed elsewhere. The listener wakes us.
+                return []
+            start = max(self._scan_from, self.floor + 1)
             records = list(checkpoint_schema.records(st, start))
         todo = [r for r in records if not any(s.node_id == self.node_id for s in r.cosignatures)]
         # Everything before the first open one is done: do not scan it again.

@@ -283,6 +283,7 @@ class StateStore:
         self._write: lmdb.Transaction | None = None
         self._swap = _SwapLock()  # readers share it; a snapshot install takes it alone
         self.derived = Derived()  # process-local, never persisted: see Derived
+        self.installs = 0  # snapshot installs by this process; changes only while readers are shut out
         self._open()
 
     def _open(self) -> None:
@@ -436,6 +437,7 @@ class StateStore:
             _fsync_dir(self.path.parent)
             shutil.rmtree(old, ignore_errors=True)
             self._open()
+            self.installs += 1
 
     def close(self) -> None:
         with self._swap.exclusive():

@@ -95,3 +95,26 @@ def test_checkpoints_below_the_floor_are_not_signed(tmp_path: Path) -> None:
     assert signed == {16: [], 32: ["gpu-dc"]}
     leader.puts(20)  # checkpoint at 48, applied here
     assert late.round() == 1
+
+
+def test_a_round_between_a_snapshot_install_and_its_listener_signs_nothing(tmp_path: Path) -> None:
+    """The install swaps the state on the tick thread before the snapshot listeners run; a cosigner round
+    in that gap must not sign the checkpoints the snapshot brought (computed elsewhere, SPEC §4)."""
+    fed, source, source_leader = _setup(tmp_path / "source")
+    source_leader.puts(40)  # checkpoints at 16 and 32, computed by the source
+    copy = tmp_path / "copy.mdb"
+    read = source.snapshot_begin()
+    with copy.open("wb") as f:
+        source.snapshot_copy(read, f.fileno())
+    index = read.index
+    source.snapshot_end(read)
+
+    store = StateStore(tmp_path / "node", fed.genesis, map_size=64 << 20)  # same federation, fresh node
+    leader = Leader(fed, store)
+    node = _cosigner(fed, store, leader, "gpu-dc")
+    store.install(copy, index)  # the listener (on_snapshot) has not run yet
+    assert node.due() == []
+    assert node.round() == 0
+    node.on_snapshot(1, index)
+    assert node.due() == []
+    assert leader.sent == []
