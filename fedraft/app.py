@@ -33,7 +33,7 @@ from fedraft.service.fanout_search import FolderSearch
 from fedraft.service.incidents import IncidentsService
 from fedraft.service.memories import SERVICE as MEMORIES_SERVICE
 from fedraft.service.memories import MemoriesService
-from fedraft.service.metrics import NodeMetrics, make_metrics
+from fedraft.service.metrics import NodeMetrics, NodeSources, make_metrics
 from fedraft.service.otel_metrics import OtelMetrics
 from fedraft.service.probes import ProbeServer
 from fedraft.service.signals import NodeSignals
@@ -229,14 +229,19 @@ class FedraftNode:
     def _start_metrics(self) -> None:
         """Prometheus (/metrics on the probe port) and OpenTelemetry metrics, fed by one NodeSignals."""
         cfg, engine = self.cfg, self.engine
-        assert engine is not None
+        assert engine is not None and self.links is not None and self.store is not None and self.local is not None
+        links = self.links
+        sources = NodeSources(
+            peers_connected=lambda: sum(links.connected(peer) for peer in engine.peer_ids),
+            databases={"state": self.store.usage, "journal": engine.journal.usage, "local": self.local.usage})
         signals = NodeSignals(engine, [])
         if cfg.http_listen is not None:
-            self.metrics = make_metrics(engine, cfg.node_id, replication_lag=signals.replication_lag)
+            self.metrics = make_metrics(engine, cfg.node_id, replication_lag=signals.replication_lag, sources=sources)
             if self.metrics is not None:
                 signals.sinks.append(self.metrics)
         if self.telemetry is not None:
-            signals.sinks.append(OtelMetrics(self.telemetry.meter, engine, cfg.node_id, signals.replication_lag))
+            signals.sinks.append(OtelMetrics(self.telemetry.meter, engine, cfg.node_id, signals.replication_lag,
+                                             sources))
         if signals.sinks:
             engine.add_apply_listener(signals.on_applied)
             signals.start()

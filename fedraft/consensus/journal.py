@@ -254,6 +254,11 @@ class LmdbJournal:
     def last_index(self) -> int | None:
         return self._entries[-1][1] if self._entries else None
 
+    def usage(self) -> tuple[int, int]:
+        """(bytes used up to the last page written, map size): how close the journal is to full."""
+        info = self._env.info()
+        return (info["last_pgno"] + 1) * self._env.stat()["psize"], info["map_size"]
+
     def get_meta(self, name: str) -> bytes | None:
         key = _USER_PREFIX + name.encode()
         with self._lock:

@@ -1,16 +1,21 @@
-"""Prometheus metrics of one node (SPEC §8 names), served on the probe port's /metrics.
+"""Prometheus metrics of one node (SPEC §8 names and decision 0020's additions), served on the probe
+port's /metrics.
 
 Needs the `[prometheus]` extra (prometheus_client); without it `make_metrics` returns None and
 /metrics answers 404 with a hint. Gauges are read from the engine and the replicated state at scrape
 time (a custom collector: nothing to keep in step). Counters and histograms are fed from outside apply
 (D14) by fedraft.service.signals.NodeSignals: the engine's apply listener (after the tick's commit), the
 API's refusal hook and its propose path, and its sampler (leader changes, fsyncs, moves, replication lag).
+What the engine does not hold (live peer streams, the LMDB environments' space) comes from NodeSources.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
-from collections.abc import Callable, Iterator
+import platform
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fedraft._proto.fedraft.v1 import governance_pb2 as gpb
@@ -20,6 +25,7 @@ from fedraft.domain.outcome import Code
 from fedraft.service.audit import RefusedRequest
 from fedraft.storage.governance_schema import PENDING
 from fedraft.storage.placement_schema import POOLS, WORKLOADS
+from fedraft.storage.state import StateTxn
 from fedraft.wire.placement import gpu_units
 
 if TYPE_CHECKING:  # importing the engine patches pysyncobj: only a node process should
@@ -35,6 +41,59 @@ HOLDS_RESOURCES = frozenset({"placed", "running", "draining", "migrating"})
 PLACEMENT_COMMANDS = frozenset({"submit", "migrate"})
 # fedraft_pool_health values (SPEC §8)
 DOWN, UNHEALTHY, DEGRADED, HEALTHY = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class NodeSources:
+    """What the node gauges read besides the engine: how many voter peers have a live, authenticated
+    stream (fedraft.transport.links.PeerLinks), and each LMDB environment's (bytes used, map size)
+    by name (state, journal, local). An empty source exports no sample."""
+
+    peers_connected: Callable[[], int] | None = None
+    databases: Mapping[str, Callable[[], tuple[int, int]]] = field(default_factory=dict)
+
+
+NO_SOURCES = NodeSources()
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_info() -> dict[str, str]:
+    """fedraft_build_info's labels: this process's fedraft, pysyncobj, grpcio and Python versions."""
+    return {"version": _version("fedraft"), "pysyncobj": _version("pysyncobj"), "grpcio": _version("grpcio"),
+            "python": platform.python_version()}
+
+
+def pending_critical(st: StateTxn) -> tuple[int, float]:
+    """(critical operations waiting for approvals, the oldest one's age in seconds). The age is in
+    effective time (D6): the state's effective time minus the operation's proposed_ms, 0 when none
+    waits, so every node reports the same value at the same applied index."""
+    waiting = 0
+    oldest: int | None = None
+    for _, raw in st.items(PENDING):
+        p = gpb.PendingRecord()
+        p.ParseFromString(raw)
+        if p.state == "pending":
+            waiting += 1
+            oldest = p.proposed_ms if oldest is None else min(oldest, p.proposed_ms)
+    return waiting, 0.0 if oldest is None else max(0, st.effective_ms - oldest) / 1000
+
+
+def database_space(databases: Mapping[str, Callable[[], tuple[int, int]]]) -> dict[str, tuple[int, int]]:
+    """(used, map size) per database; one that cannot be read right now (closing, a snapshot install
+    swapping the state) is left out of this scrape."""
+    out = {}
+    for name, usage in sorted(databases.items()):
+        try:
+            out[name] = usage()
+        except Exception:
+            log.debug("database %s: space unavailable", name, exc_info=True)
+    return out
 
 
 def prometheus_available() -> bool:
@@ -77,7 +136,7 @@ class NodeMetrics:
     """The registry of one node; `render()` is the /metrics body."""
 
     def __init__(self, engine: RaftEngine, node_id: str,
-                 replication_lag: Callable[[], dict[str, float]] = dict) -> None:
+                 replication_lag: Callable[[], dict[str, float]] = dict, sources: NodeSources = NO_SOURCES) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.engine = engine
@@ -100,7 +159,7 @@ class NodeMetrics:
         self.migration_duration = Histogram("fedraft_migration_duration_seconds",
                                             "A move's time to running at its destination (effective time)",
                                             buckets=MIGRATION_BUCKETS, registry=self.registry)
-        self.registry.register(_StateCollector(engine, node_id, replication_lag))
+        self.registry.register(_StateCollector(engine, node_id, replication_lag, sources))
 
     # ----- feeds (never inside apply) -----
     def on_applied(self, applied: AppliedEntry) -> None:
@@ -143,10 +202,13 @@ class NodeMetrics:
 class _StateCollector:
     """Gauges read at scrape time from the engine and one read transaction of the state."""
 
-    def __init__(self, engine: RaftEngine, node_id: str, replication_lag: Callable[[], dict[str, float]]) -> None:
+    def __init__(self, engine: RaftEngine, node_id: str, replication_lag: Callable[[], dict[str, float]],
+                 sources: NodeSources) -> None:
         self.engine = engine
         self.node_id = node_id
         self.replication_lag = replication_lag
+        self.sources = sources
+        self.build = build_info()
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
@@ -164,6 +226,19 @@ class _StateCollector:
         yield gauge("fedraft_apply_lag_entries", "Committed entries not applied yet",
                     max(0, e.commit_index - e.raft_last_applied), {"node": self.node_id})
         yield gauge("fedraft_lockdown", "1 if this node is in lockdown (SPEC D11)", 1 if e.in_lockdown() else 0)
+        yield gauge("fedraft_apply_halted", "1 if this node stopped applying (a failed apply; see its log)",
+                    1 if e.halted else 0)
+        yield gauge("fedraft_build_info", "Versions this node runs (always 1)", 1, self.build)
+        if self.sources.peers_connected is not None:
+            yield gauge("fedraft_peers_connected", "Voter peers with a live, authenticated peer stream",
+                        self.sources.peers_connected())
+        used = GaugeMetricFamily("fedraft_db_used_bytes", "LMDB bytes up to the last page written", labels=["db"])
+        size = GaugeMetricFamily("fedraft_db_map_size_bytes", "LMDB map size: the most the database can hold",
+                                 labels=["db"])
+        for name, (used_bytes, map_bytes) in database_space(self.sources.databases).items():
+            used.add_metric([name], used_bytes)
+            size.add_metric([name], map_bytes)
+        yield from (used, size)
         lag = GaugeMetricFamily("fedraft_replication_lag_seconds",
                                 "On the leader: how long each follower's oldest unacknowledged entry has waited",
                                 labels=["node"])
@@ -185,8 +260,8 @@ class _StateCollector:
         booked: dict[str, int] = {}
         holding: dict[str, int] = {}
         pools: list[ppb.PoolRecord] = []
-        pending = 0
         with self.engine.store.read() as st:
+            pending, oldest = pending_critical(st)
             applied = st.applied_index
             for _, raw in st.items(POOLS):
                 rec = ppb.PoolRecord()
@@ -198,10 +273,6 @@ class _StateCollector:
                 if w.phase in HOLDS_RESOURCES and w.HasField("placement"):
                     booked[w.placement.pool] = booked.get(w.placement.pool, 0) + len(w.placement.gpus)
                     holding[w.placement.pool] = holding.get(w.placement.pool, 0) + 1
-            for _, raw in st.items(PENDING):
-                p = gpb.PendingRecord()
-                p.ParseFromString(raw)
-                pending += p.state == "pending"
         for pool in pools:
             health.add_metric([pool.id, pool.region], pool_health_level(pool))
             healthy, units = gpu_units(pool)
@@ -214,14 +285,18 @@ class _StateCollector:
         total.add_metric([], len(pools))
         pending_g = GaugeMetricFamily("fedraft_pending_critical", "Critical operations waiting for approvals")
         pending_g.add_metric([], pending)
+        oldest_g = GaugeMetricFamily("fedraft_pending_critical_oldest_seconds",
+                                     "Effective-time age of the oldest critical operation waiting for approvals")
+        oldest_g.add_metric([], oldest)
         applied_g = GaugeMetricFamily("fedraft_applied_index", "Last log index applied to the state")
         applied_g.add_metric([], applied)
-        yield from (total, health, gpus, workloads, pending_g, applied_g)
+        yield from (total, health, gpus, workloads, pending_g, oldest_g, applied_g)
 
 
 def make_metrics(engine: RaftEngine, node_id: str, available: Callable[[], bool] = prometheus_available,
-                 replication_lag: Callable[[], dict[str, float]] = dict) -> NodeMetrics | None:
+                 replication_lag: Callable[[], dict[str, float]] = dict,
+                 sources: NodeSources = NO_SOURCES) -> NodeMetrics | None:
     """The node's metrics, or None without prometheus_client."""
     if not available():
         return None
-    return NodeMetrics(engine, node_id, replication_lag)
+    return NodeMetrics(engine, node_id, replication_lag, sources)

@@ -2,7 +2,8 @@
 
 The same names and labels as the Prometheus endpoint (fedraft.service.metrics), so a collector that
 exports to Prometheus yields the names operators already chart. Fed by NodeSignals like the
-Prometheus registry; term, apply lag and replication lag are observed at collection time.
+Prometheus registry; term, apply lag, replication lag, apply halted, build info, peers connected,
+database space and the oldest pending critical operation are observed at collection time.
 """
 
 from __future__ import annotations
@@ -13,7 +14,18 @@ from typing import TYPE_CHECKING, Any
 from fedraft.consensus.applier import AppliedEntry
 from fedraft.domain.outcome import Code
 from fedraft.service.audit import RefusedRequest
-from fedraft.service.metrics import FSYNC_BUCKETS, LATENCY_BUCKETS, MIGRATION_BUCKETS, code_label, placement_outcome
+from fedraft.service.metrics import (
+    FSYNC_BUCKETS,
+    LATENCY_BUCKETS,
+    MIGRATION_BUCKETS,
+    NO_SOURCES,
+    NodeSources,
+    build_info,
+    code_label,
+    database_space,
+    pending_critical,
+    placement_outcome,
+)
 
 if TYPE_CHECKING:  # importing the engine patches pysyncobj: only a node process should
     from fedraft.consensus.engine import RaftEngine
@@ -21,7 +33,7 @@ if TYPE_CHECKING:  # importing the engine patches pysyncobj: only a node process
 
 class OtelMetrics:
     def __init__(self, meter: Any, engine: RaftEngine, node_id: str,
-                 replication_lag: Callable[[], dict[str, float]] = dict) -> None:
+                 replication_lag: Callable[[], dict[str, float]] = dict, sources: NodeSources = NO_SOURCES) -> None:
         from opentelemetry.metrics import CallbackOptions, Observation
 
         self.engine = engine
@@ -55,7 +67,43 @@ class OtelMetrics:
             for peer, seconds in sorted(replication_lag().items()):
                 yield Observation(seconds, {"node": peer})
 
+        def halted(_options: CallbackOptions) -> Iterable[Observation]:
+            yield Observation(1 if self.engine.halted else 0)
+
+        build = build_info()
+
+        def build_gauge(_options: CallbackOptions) -> Iterable[Observation]:
+            yield Observation(1, build)
+
+        def peers(_options: CallbackOptions) -> Iterable[Observation]:
+            if sources.peers_connected is not None:
+                yield Observation(sources.peers_connected())
+
+        def db_used(_options: CallbackOptions) -> Iterable[Observation]:
+            for name, (used, _size) in database_space(sources.databases).items():
+                yield Observation(used, {"db": name})
+
+        def db_size(_options: CallbackOptions) -> Iterable[Observation]:
+            for name, (_used, size) in database_space(sources.databases).items():
+                yield Observation(size, {"db": name})
+
+        def oldest_pending(_options: CallbackOptions) -> Iterable[Observation]:
+            with self.engine.store.read() as st:
+                yield Observation(pending_critical(st)[1])
+
         meter.create_observable_gauge("fedraft_raft_term", [term], description="Current Raft term")
+        meter.create_observable_gauge("fedraft_apply_halted", [halted],
+                                      description="1 if this node stopped applying (a failed apply; see its log)")
+        meter.create_observable_gauge("fedraft_build_info", [build_gauge], description="Versions this node runs")
+        meter.create_observable_gauge("fedraft_peers_connected", [peers],
+                                      description="Voter peers with a live, authenticated peer stream")
+        meter.create_observable_gauge("fedraft_db_used_bytes", [db_used], unit="By",
+                                      description="LMDB bytes up to the last page written")
+        meter.create_observable_gauge("fedraft_db_map_size_bytes", [db_size], unit="By",
+                                      description="LMDB map size: the most the database can hold")
+        meter.create_observable_gauge("fedraft_pending_critical_oldest_seconds", [oldest_pending], unit="s",
+                                      description="Effective-time age of the oldest critical operation waiting "
+                                                  "for approvals")
         meter.create_observable_gauge("fedraft_apply_lag_entries", [apply_lag],
                                       description="Committed entries not applied yet")
         meter.create_observable_gauge("fedraft_replication_lag_seconds", [replication], unit="s",

@@ -132,6 +132,11 @@ class LocalStore:
     def close(self) -> None:
         self.env.close()
 
+    def usage(self) -> tuple[int, int]:
+        """(bytes used up to the last page written, map size): how close the store is to full."""
+        info = self.env.info()
+        return (info["last_pgno"] + 1) * self.env.stat()["psize"], info["map_size"]
+
     def __enter__(self) -> LocalStore:
         return self
 
