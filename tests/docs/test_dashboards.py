@@ -197,18 +197,27 @@ def runbook_anchors() -> set[str]:
 
 @dataclass(frozen=True)
 class Scrape:
-    """Sample names of the scrapes, each with the label names its samples carry."""
+    """Sample names of the scrapes, each with the label names its samples carry; and each node's samples
+    as (name, sorted labels) -> value."""
 
     labels: dict[str, set[str]]
+    nodes: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, texts: list[str]) -> Scrape:
+    def of(cls, texts: dict[str, str]) -> Scrape:
         labels: dict[str, set[str]] = {}
-        for text in texts:
+        nodes: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+        for node, text in texts.items():
             for family in text_string_to_metric_families(text):
                 for sample in family.samples:
                     labels.setdefault(sample.name, set()).update(sample.labels)
-        return cls(labels)
+                    nodes.setdefault(node, {})[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return cls(labels, nodes)
+
+    def values(self, name: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        """Per node: the samples of `name` by their labels."""
+        return {node: {labels: v for (n, labels), v in samples.items() if n == name}
+                for node, samples in self.nodes.items()}
 
 
 def _scrape(cluster: Cluster, node: str) -> str:
@@ -225,13 +234,16 @@ def _admin(cluster: Cluster, pool: str) -> Client:
 
 @pytest.fixture(scope="module")
 def scrape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scrape]:
-    """Every node's /metrics after a placement, a migration and a command rejected at apply."""
+    """Every node's /metrics after a critical operation left pending, a placement, a migration and a
+    command rejected at apply."""
     cluster = Cluster(tmp_path_factory.mktemp("dashboards"), sample_inventory=True)
     cluster.start_all()
     try:
         cluster.leader()
         hq = _admin(cluster, "hq")
         wait_for(lambda: len([p for p in hq.list("pools") if p.workers]) == 3, 60, 0.2, "every pool's inventory")
+        waiting = hq.set_policy({"drain_ms": "45000"})  # nobody else approves: it stays pending
+        assert waiting.governance.state == "pending", waiting
         hq.pair_offer("gpu-dc", Trust.HIGH)
         _admin(cluster, "gpu-dc").pair_accept("hq")
         placed = hq.submit("dash-1", WorkloadSpec(cpu_millis=500, ram_mb=512, preferred_region="dc-east"))
@@ -241,11 +253,13 @@ def scrape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scrape]:
         assert rejected.code != 0, rejected
         cluster.wait_applied(rejected.index)
 
-        def scrapes() -> list[str] | None:
-            texts = [_scrape(cluster, n) for n in cluster.node_ids]
+        def scrapes() -> dict[str, str] | None:
+            texts = {n: _scrape(cluster, n) for n in cluster.node_ids}
             wanted = ("fedraft_migrations_total{", "fedraft_replication_lag_seconds{",  # lag: the leader's
                       "fedraft_placements_total{", "fedraft_requests_rejected_total{")
-            return texts if all(w in "".join(texts) for w in wanted) else None
+            every_node = ("fedraft_peers_connected 2.0",)  # each node's links to both other voters
+            return texts if (all(w in "".join(texts.values()) for w in wanted)
+                             and all(w in t for w in every_node for t in texts.values())) else None
 
         yield Scrape.of(wait_for(scrapes, 30, 0.25, "the nodes' /metrics to show the events"))
     except BaseException:
@@ -285,6 +299,29 @@ def test_the_checker_catches_a_wrong_name(scrape: Scrape) -> None:
                                        "['fedraft_fsync_second_bucket', 'fedraft_pool_health']",
                                        "grouping label poool is on none of "
                                        "['fedraft_fsync_second_bucket', 'fedraft_pool_health']"]
+
+
+@pytest.mark.integration
+def test_every_node_exports_the_operator_gauges_with_sane_values(scrape: Scrape) -> None:
+    """decision 0020's additions on real nodes: a pending operation's age, LMDB space of the state, the
+    journal and the pool-local store, apply not halted, the versions, both peer streams up."""
+    import importlib.metadata
+
+    assert sorted(scrape.nodes) == ["cpu-branch", "gpu-dc", "hq"]
+    for node in scrape.nodes:
+        assert scrape.values("fedraft_peers_connected")[node] == {(): 2.0}, node
+        assert scrape.values("fedraft_apply_halted")[node] == {(): 0.0}, node
+        assert scrape.values("fedraft_pending_critical")[node] == {(): 1.0}, node
+        # effective time moved on with the placement and migration committed after the proposal
+        assert 0 < scrape.values("fedraft_pending_critical_oldest_seconds")[node][()] < 600, node
+        (build,) = scrape.values("fedraft_build_info")[node]
+        assert dict(build)["version"] == importlib.metadata.version("fedraft")
+        assert dict(build)["pysyncobj"] == importlib.metadata.version("pysyncobj")
+        used, size = scrape.values("fedraft_db_used_bytes")[node], scrape.values("fedraft_db_map_size_bytes")[node]
+        assert sorted(dict(k)["db"] for k in used) == ["journal", "local", "state"]
+        assert sorted(used) == sorted(size)
+        for labels, value in used.items():
+            assert 0 < value < size[labels] and size[labels] >= 1 << 30, (node, labels)
 
 
 def test_the_tokenizer_reads_names_and_rejects_what_is_not_promql() -> None:
@@ -345,7 +382,8 @@ def test_alert_rules_are_complete_and_link_the_runbook() -> None:
         assert path == "docs/runbook.md" and anchor in anchors, f"{rule['alert']}: no runbook section #{anchor}"
     wanted = {"FedraftNoLeader", "FedraftNoQuorum", "FedraftNodeInLockdown", "FedraftApplyLagGrowing",
               "FedraftReplicationLagHigh", "FedraftFsyncSlow", "FedraftPoolDown",
-              "FedraftCriticalOperationWaiting", "FedraftLeaderFlapping"}
+              "FedraftCriticalOperationWaiting", "FedraftLeaderFlapping", "FedraftDatabaseFilling",
+              "FedraftApplyHalted", "FedraftPeersDisconnected"}
     assert wanted <= set(names), sorted(wanted - set(names))
 
 
