@@ -358,9 +358,10 @@ class StateStore:
             return st.digest()
 
     def usage(self) -> tuple[int, int]:
-        """(bytes used, map size)."""
-        info = self.env.info()
-        stat = self.env.stat()
+        """(bytes used, map size); never against an environment a snapshot install is swapping."""
+        with self._swap.shared():
+            info = self.env.info()
+            stat = self.env.stat()
         return (info["last_pgno"] + 1) * stat["psize"], info["map_size"]
 
     def sync(self) -> None:
