@@ -61,7 +61,62 @@ _DROP: Final = 2  # (_DROP, 0, 0): every entry
 _Op = tuple[int, int, bytes | int]
 
 
-class LmdbJournal:
+class IndexedEntries:
+    """Index arithmetic over a journal's contiguous `_entries` ((command, index, term), oldest first).
+
+    Shared by LmdbJournal and the simulation's in-memory journal (tests/sim/journal.py), so the
+    simulation runs this very code. The subclass keeps `_entries` and provides `deleteEntriesTo` and
+    `flush` (pysyncobj's journal interface).
+    """
+
+    _entries: list[Entry]
+
+    def deleteEntriesTo(self, entryTo: int) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def term_at(self, index: int) -> int | None:
+        entry = self.entry_at(index)
+        return None if entry is None else entry[2]
+
+    def entry_at(self, index: int) -> Entry | None:
+        entries = self._entries
+        if not entries:
+            return None
+        offset = index - entries[0][1]
+        return entries[offset] if 0 <= offset < len(entries) else None
+
+    def first_index(self) -> int | None:
+        return self._entries[0][1] if self._entries else None
+
+    def last_index(self) -> int | None:
+        return self._entries[-1][1] if self._entries else None
+
+    def align_to_snapshot(self, prev_entry: Entry, last_entry: Entry) -> bool:
+        """Drop the entries before the snapshot's `prev_entry` if the journal holds that very entry.
+
+        Start-up only, before pysyncobj loads the snapshot: its check (`journal[0] == prev and
+        journal[1] == last`) then keeps the journal instead of clearing it. Without this, a crash
+        between "snapshot durable" and "journal truncated durable" would make pysyncobj discard
+        entries after the snapshot that this node may have acknowledged. `last_entry` is not
+        required to match: if it differs, pysyncobj clears the journal, which is then right.
+        Returns whether anything was dropped.
+        """
+        del last_entry
+        command, idx, term = prev_entry
+        if self.entry_at(idx) != (bytes(command), idx, term):
+            return False
+        offset = idx - self._entries[0][1]
+        if offset == 0:
+            return False
+        self.deleteEntriesTo(offset)
+        self.flush()
+        return True
+
+
+class LmdbJournal(IndexedEntries):
     """A durable, group-committed Raft journal for pysyncobj (see the module docstring)."""
 
     def __init__(self, path: Path, map_size: int = DEFAULT_MAP_SIZE) -> None:
@@ -237,23 +292,6 @@ class LmdbJournal:
             else:
                 txn.drop(self._entries_db, delete=False)
 
-    def term_at(self, index: int) -> int | None:
-        entry = self.entry_at(index)
-        return None if entry is None else entry[2]
-
-    def entry_at(self, index: int) -> Entry | None:
-        entries = self._entries
-        if not entries:
-            return None
-        offset = index - entries[0][1]
-        return entries[offset] if 0 <= offset < len(entries) else None
-
-    def first_index(self) -> int | None:
-        return self._entries[0][1] if self._entries else None
-
-    def last_index(self) -> int | None:
-        return self._entries[-1][1] if self._entries else None
-
     def usage(self) -> tuple[int, int]:
         """(bytes used up to the last page written, map size): how close the journal is to full."""
         info = self._env.info()
@@ -272,27 +310,6 @@ class LmdbJournal:
         """Store an owner value; durable at the next flush."""
         with self._lock:
             self._pending_meta[_USER_PREFIX + name.encode()] = bytes(value)
-
-    def align_to_snapshot(self, prev_entry: Entry, last_entry: Entry) -> bool:
-        """Drop the entries before the snapshot's `prev_entry` if the journal holds that very entry.
-
-        Start-up only, before pysyncobj loads the snapshot: its check (`journal[0] == prev and
-        journal[1] == last`) then keeps the journal instead of clearing it. Without this, a crash
-        between "snapshot durable" and "journal truncated durable" would make pysyncobj discard
-        entries after the snapshot that this node may have acknowledged. `last_entry` is not
-        required to match: if it differs, pysyncobj clears the journal, which is then right.
-        Returns whether anything was dropped.
-        """
-        del last_entry
-        command, idx, term = prev_entry
-        if self.entry_at(idx) != (bytes(command), idx, term):
-            return False
-        offset = idx - self._entries[0][1]
-        if offset == 0:
-            return False
-        self.deleteEntriesTo(offset)
-        self.flush()
-        return True
 
     @property
     def fsync_seconds(self) -> list[float]:

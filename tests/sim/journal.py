@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fedraft.consensus.journal import Entry, IndexedEntries
 from fedraft.errors import InvariantBroken
-
-Entry = tuple[bytes, int, int]
 
 
 @dataclass
@@ -26,7 +25,10 @@ class SimDisk:
     flushes: int = 0
 
 
-class SimJournal:
+class SimJournal(IndexedEntries):
+    """LmdbJournal's index arithmetic and snapshot alignment are inherited (IndexedEntries): the
+    simulation runs the production code for them."""
+
     def __init__(self, disk: SimDisk) -> None:
         self.disk = disk
         self._entries = list(disk.entries)
@@ -104,41 +106,12 @@ class SimJournal:
         d.flushes += 1
         self._dirty = False
 
-    def term_at(self, index: int) -> int | None:
-        entry = self.entry_at(index)
-        return None if entry is None else entry[2]
-
-    def entry_at(self, index: int) -> Entry | None:
-        if not self._entries:
-            return None
-        offset = index - self._entries[0][1]
-        return self._entries[offset] if 0 <= offset < len(self._entries) else None
-
-    def first_index(self) -> int | None:
-        return self._entries[0][1] if self._entries else None
-
-    def last_index(self) -> int | None:
-        return self._entries[-1][1] if self._entries else None
-
     def get_meta(self, name: str) -> bytes | None:
         return self._meta.get(name)
 
     def set_meta(self, name: str, value: bytes) -> None:
         self._meta[name] = bytes(value)
         self._dirty = True
-
-    def align_to_snapshot(self, prev_entry: Entry, last_entry: Entry) -> bool:
-        """LmdbJournal's: drop the entries before the snapshot's `prev_entry` if this journal holds it."""
-        del last_entry
-        command, idx, term = prev_entry
-        if self.entry_at(idx) != (bytes(command), idx, term):
-            return False
-        offset = idx - self._entries[0][1]
-        if offset == 0:
-            return False
-        self.deleteEntriesTo(offset)
-        self.flush()
-        return True
 
     def take_fsync_seconds(self) -> list[float]:
         return []
