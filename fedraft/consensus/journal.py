@@ -42,6 +42,7 @@ import lmdb
 
 from fedraft import failpoints
 from fedraft.errors import InvariantBroken, OperatorError
+from fedraft.storage.state import env_usage
 
 Entry = tuple[bytes, int, int]
 
@@ -294,8 +295,7 @@ class LmdbJournal(IndexedEntries):
 
     def usage(self) -> tuple[int, int]:
         """(bytes used up to the last page written, map size): how close the journal is to full."""
-        info = self._env.info()
-        return (info["last_pgno"] + 1) * self._env.stat()["psize"], info["map_size"]
+        return env_usage(self._env)
 
     def get_meta(self, name: str) -> bytes | None:
         key = _USER_PREFIX + name.encode()

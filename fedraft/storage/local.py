@@ -38,6 +38,7 @@ from typing import Any, Final
 import lmdb
 
 from fedraft.errors import CallerError, OperatorError
+from fedraft.storage.state import env_usage
 
 AUDIT: Final = "audit"
 INCIDENTS: Final = "incidents"
@@ -134,8 +135,7 @@ class LocalStore:
 
     def usage(self) -> tuple[int, int]:
         """(bytes used up to the last page written, map size): how close the store is to full."""
-        info = self.env.info()
-        return (info["last_pgno"] + 1) * self.env.stat()["psize"], info["map_size"]
+        return env_usage(self.env)
 
     def __enter__(self) -> LocalStore:
         return self

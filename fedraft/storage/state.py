@@ -254,6 +254,13 @@ class StateTxn:
         return h.digest()
 
 
+def env_usage(env: lmdb.Environment) -> tuple[int, int]:
+    """(bytes up to the last page written, map size) of an LMDB environment: how close it is to full.
+    A high-water mark: LMDB reuses freed pages but never gives them back."""
+    info = env.info()
+    return (info["last_pgno"] + 1) * env.stat()["psize"], info["map_size"]
+
+
 def replicated_dbs(env: lmdb.Environment, txn: lmdb.Transaction, where: Path) -> dict[bytes, lmdb._Database]:
     """The replicated databases of a state opened read-only outside a StateStore (an export, a
     recovery, a received snapshot body); OperatorError naming the one that is missing."""
@@ -360,9 +367,7 @@ class StateStore:
     def usage(self) -> tuple[int, int]:
         """(bytes used, map size); never against an environment a snapshot install is swapping."""
         with self._swap.shared():
-            info = self.env.info()
-            stat = self.env.stat()
-        return (info["last_pgno"] + 1) * stat["psize"], info["map_size"]
+            return env_usage(self.env)
 
     def sync(self) -> None:
         self.env.sync(True)
