@@ -146,21 +146,12 @@ class FederationView:
         return tuple(self._ids)
 
     def lowest_ids(self, ids: Set[str], count: int) -> list[str]:
-        """The `count` lowest of `ids` (pools of this view), ascending. A large share of the pools is
-        found by walking the sorted ids; a small one by a heap."""
-        if len(ids) * 16 < len(self._ids):
-            return nsmallest(count, ids)
-        out: list[str] = []
-        for pool_id in self._ids:
-            if pool_id in ids:
-                out.append(pool_id)
-                if len(out) == count:
-                    return out
-        return out if len(out) == len(ids) else nsmallest(count, ids)  # ids this view does not hold: a heap
+        """The `count` lowest of `ids` (pools of this view), ascending."""
+        return self.lowest_ids_without(ids, frozenset(), count, len(ids))
 
     def lowest_ids_without(self, ids: Set[str], kept: Set[str], count: int, size: int) -> list[str]:
-        """The `count` lowest of `ids - kept` (`size` pools; `kept` within `ids`), ascending. When they are a
-        large share of the pools they are found by walking the sorted ids, without building the set."""
+        """The `count` lowest of `ids - kept` (`size` pools; `kept` within `ids`), ascending. A large share
+        of the pools is found by walking the sorted ids, without building the set; a small one by a heap."""
         if size * 16 < len(self._ids):
             return nsmallest(count, ids - kept)
         want = min(count, size)
