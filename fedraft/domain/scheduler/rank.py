@@ -24,6 +24,11 @@ from fedraft.domain.scheduler.view import FederationView, Shape
 PARTS: tuple[str, ...] = ("free", "region", "locality", "latency", "specialty", "spread")
 LATENCY_HALF_MS = 50  # a pool this far away scores half of a same-region pool
 
+# A lazy part of a total: (pools, narrow them to the candidates and split by replica, holds a replica,
+# pools to leave out); `_Pending`: total -> (pools scored one by one, lazy parts).
+_Part = tuple[Set[str], bool, bool, Set[str] | None]
+_Pending = dict[int, tuple[list[str], list[_Part]]]
+
 
 def weight_vector(weights: Weights) -> tuple[int, ...]:
     return (weights.free_capacity, weights.preferred_region, weights.data_locality, weights.latency,
@@ -169,9 +174,8 @@ class Scorer:
                     buckets.append((bound + w_locality * 100, shape, True, of_shape, True))
                 buckets.append((bound, shape, False, of_shape, True))
         buckets.sort(key=lambda b: (-b[0], b[1], b[2]))
-        # total -> (pools scored one by one, lazy parts): a part is (pools, narrow to `ids` and split by replica,
-        # holds a replica, pools to leave out), materialized only when its total is the best one left.
-        pending: dict[int, tuple[list[str], list[tuple[Set[str], bool, bool, Set[str] | None]]]] = {}
+        # A lazy part is materialized only when its total is the best one left.
+        pending: _Pending = {}
         spread_of = view.submitter_spread(req.submitter) if gpu_work and w_spread else {}
         cpu_spread = view.submitter_spread(req.submitter, False) if not gpu_work and w_spread else None
         # CPU shapes split by spread count when reached, a heap of (-bound, seq, shape, has_replica, pools,
@@ -210,21 +214,21 @@ class Scorer:
                     if cut:  # exact (shape, n) buckets from the view: nothing is intersected before it is the top
                         by_count = spread_of.get(shape)
                         if not by_count:
-                            _lazy(pending, bound).append((members, True, has_replica, None))
+                            _slot(pending, bound)[1].append((members, True, has_replica, None))
                             continue
                         if sum(len(at) for at in by_count.values()) < len(members):
-                            _lazy(pending, bound).append((members, True, has_replica, mine))
+                            _slot(pending, bound)[1].append((members, True, has_replica, mine))
                         for count, at in by_count.items():
                             total = bound - w_spread * 100 + w_spread * (100 // (1 + count))
-                            _lazy(pending, total).append((at, True, has_replica, None))
+                            _slot(pending, total)[1].append((at, True, has_replica, None))
                         continue
                     if not mine:
-                        _lazy(pending, bound).append((members, False, has_replica, None))
+                        _slot(pending, bound)[1].append((members, False, has_replica, None))
                         continue
                     for pool_id in members:  # few pools, already narrowed: by count one by one
                         count = counts.get(pool_id, 0)
                         total = bound - w_spread * 100 + w_spread * (100 // (1 + count)) if count else bound
-                        _ready(pending, total).append(pool_id)
+                        _slot(pending, total)[0].append(pool_id)
                     continue
                 if cut and cpu_spread:
                     by_count = cpu_spread.get(shape)
@@ -241,9 +245,7 @@ class Scorer:
                             heappush(split, (-bound, seq, shape, has_replica, members, mine))
                         continue
                 if cut:  # narrowed now: the pools of the shape among `ids`, with or without a replica
-                    members = members & ids
-                    if replicas:
-                        members = members & replicas if has_replica else members - replicas
+                    members = _narrow(members, ids, replicas, has_replica)
                     if not members:
                         continue
                 self._score_cpu(pending, shape, has_replica, members, counts)
@@ -253,17 +255,15 @@ class Scorer:
             ready, parts = pending.pop(top)
             for part, cut, has_replica, leave_out in parts:
                 if cut:
-                    part = part & ids
-                    if replicas:
-                        part = part & replicas if has_replica else part - replicas
+                    part = _narrow(part, ids, replicas, has_replica)
                 if leave_out:
                     part = part - leave_out
                 ready.extend(part)
             if ready:
                 yield top, ready
 
-    def _score_cpu(self, pending: dict[int, tuple[list[str], list[tuple[Set[str], bool, bool, Set[str] | None]]]],
-                   shape: Shape, has_replica: bool, members: Set[str], counts: dict[str, int]) -> None:
+    def _score_cpu(self, pending: _Pending, shape: Shape, has_replica: bool, members: Set[str],
+                   counts: dict[str, int]) -> None:
         """Score a CPU shape's `members` (narrowed) one by one into `pending` (total -> pools)."""
         w_free, _, w_locality, _, _, w_spread = self.weights
         want = self.req.spec.cpu_millis
@@ -277,20 +277,20 @@ class Scorer:
             free, cpu_total = cap.cpu_free, cap.cpu_total
             if cpu_total > 0 and free > want:
                 total += w_free * ((free - want) * 100 // cpu_total)
-            _ready(pending, total).append(pool_id)
+            _slot(pending, total)[0].append(pool_id)
 
 
-def _lazy(pending: dict[int, tuple[list[str], list[tuple[Set[str], bool, bool, Set[str] | None]]]],
-          total: int) -> list[tuple[Set[str], bool, bool, Set[str] | None]]:
+def _narrow(members: Set[str], ids: Set[str], replicas: Set[str], has_replica: bool) -> Set[str]:
+    """A bucket's pools among the candidates `ids`, those with (`has_replica`) or without a replica."""
+    members = members & ids
+    if replicas:
+        members = members & replicas if has_replica else members - replicas
+    return members
+
+
+def _slot(pending: _Pending, total: int) -> tuple[list[str], list[_Part]]:
+    """`pending[total]`, created empty: (pools scored one by one, lazy parts)."""
     found = pending.get(total)
     if found is None:
         found = pending[total] = ([], [])
-    return found[1]
-
-
-def _ready(pending: dict[int, tuple[list[str], list[tuple[Set[str], bool, bool, Set[str] | None]]]],
-           total: int) -> list[str]:
-    found = pending.get(total)
-    if found is None:
-        found = pending[total] = ([], [])
-    return found[0]
+    return found
