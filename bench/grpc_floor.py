@@ -22,7 +22,6 @@ import concurrent.futures as cf
 import multiprocessing as mp
 import os
 import queue
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,21 +29,12 @@ from typing import Any
 
 import grpc
 
+from bench.machine import proc_cpu_seconds
+from bench.procs import free_ports
+
 SERVICE = "bench.Floor"
 PAYLOAD = b"x" * 300
 BATCH_S = 0.0005
-
-
-def _cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _committer(inbox: queue.SimpleQueue[Callable[[], None]]) -> None:
@@ -190,7 +180,7 @@ def stream_aio(port: int, _clients: int, seconds: float, out: Any) -> None:
 
 def measure(api: str, shape: str, clients: int, seconds: float) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
-    port, ready, out = _free_port(), ctx.Event(), ctx.Queue()
+    port, ready, out = free_ports((0,)), ctx.Event(), ctx.Queue()
     server = ctx.Process(target=serve_sync if api == "sync" else serve_aio, args=(port, ready), daemon=True)
     server.start()
     ready.wait(30)
@@ -198,9 +188,9 @@ def measure(api: str, shape: str, clients: int, seconds: float) -> dict[str, Any
     client = ctx.Process(target=target, args=(port, clients, seconds, out), daemon=True)
     client.start()
     out.get(timeout=60)  # warmed up
-    s0, c0, t0 = _cpu_s(server.pid or 0), _cpu_s(client.pid or 0), time.monotonic()
+    s0, c0, t0 = proc_cpu_seconds(server.pid or 0), proc_cpu_seconds(client.pid or 0), time.monotonic()
     latencies = out.get(timeout=seconds + 60)
-    s1, c1, wall = _cpu_s(server.pid or 0), _cpu_s(client.pid or 0), time.monotonic() - t0
+    s1, c1, wall = proc_cpu_seconds(server.pid or 0), proc_cpu_seconds(client.pid or 0), time.monotonic() - t0
     client.join(10)
     server.kill()
     n = len(latencies)
